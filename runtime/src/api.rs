@@ -1,0 +1,430 @@
+//! The management API (`/v1/{appId}/...`): deploy and manage functions,
+//! configure toolkits and connectors, execute tools. Every call needs the
+//! app's admin key; every error names what was wrong and how to fix it.
+
+use std::sync::Arc;
+
+use axum::extract::{Multipart, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use bytes::Bytes;
+use host_api::broker::{AdminError, ConfigureToolkit, Invocation, Principal};
+use host_api::catalog::ConnectorSpec;
+use host_api::manifest::Manifest;
+use host_api::store::{FunctionRecord, StoreError};
+use host_api::ToolError;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::apps;
+use crate::engine::{DeployError, MAX_COMPONENT_BYTES};
+use crate::registry::RegistryError;
+use crate::server::AppState;
+
+/// Largest manifest accepted.
+const MAX_MANIFEST_BYTES: usize = 64 * 1024;
+
+/// An API error: status, a stable code and a message saying how to fix it.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    /// Builds an error.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self { status, code, message: message.into() }
+    }
+
+    /// 400 with a message.
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+
+    /// 404 with a message.
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(json!({ "error": { "code": self.code, "message": self.message } }))).into_response()
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        tracing::error!(error = %e, "store error");
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "store_error", format!("{e}; check the server's disk and logs"))
+    }
+}
+
+impl From<AdminError> for ApiError {
+    fn from(e: AdminError) -> Self {
+        match e {
+            AdminError::Invalid(m) => ApiError::bad_request(m),
+            AdminError::NotFound(m) => ApiError::not_found(m),
+            AdminError::Store(s) => s.into(),
+            other => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", other.to_string()),
+        }
+    }
+}
+
+impl From<RegistryError> for ApiError {
+    fn from(e: RegistryError) -> Self {
+        match e {
+            RegistryError::Invalid(m) => ApiError::bad_request(m),
+            RegistryError::Deploy(d) => {
+                let code = match d {
+                    DeployError::NotAComponent(_) => "not_a_component",
+                    DeployError::Invalid(_) => "invalid_component",
+                    DeployError::UnsupportedImport(_) => "unsupported_import",
+                    DeployError::MissingExport(_) => "missing_export",
+                };
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, d.to_string())
+            }
+            RegistryError::Store(s) => s.into(),
+            RegistryError::Internal(m) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", m),
+        }
+    }
+}
+
+/// Checks the `Authorization: Bearer <admin key>` of a request for `app`.
+pub async fn require_admin(state: &AppState, headers: &HeaderMap, app: &str) -> Result<(), ApiError> {
+    let unauthorized = |m: String| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", m);
+    let presented = bearer(headers).ok_or_else(|| {
+        unauthorized(format!("missing admin key: send `Authorization: Bearer <admin key of app {app}>`"))
+    })?;
+    if apps::verify(state.store.as_ref(), app, presented).await? {
+        Ok(())
+    } else {
+        Err(unauthorized(format!("the admin key is not valid for app `{app}`")))
+    }
+}
+
+/// The bearer token of a request, if any.
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then_some(token.trim())
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes).map_err(|e| ApiError::bad_request(format!("{what}: {e}")))
+}
+
+fn function_json(r: &FunctionRecord) -> Value {
+    json!({
+        "app": r.app,
+        "name": r.name,
+        "version": r.version,
+        "manifest": r.manifest,
+        "componentSha256": r.component_sha256,
+        "componentSize": r.component_size,
+        "deployedAt": r.deployed_at,
+        "url": format!("/fn/{}/{}", r.app, r.name),
+    })
+}
+
+/// `GET /healthz`.
+pub async fn healthz() -> Json<Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+async fn read_deploy_form(mut form: Multipart) -> Result<(Option<String>, Vec<u8>, Manifest), ApiError> {
+    let multipart_error = |e: axum::extract::multipart::MultipartError| {
+        let status = e.status();
+        if status == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(status, "too_large", format!("the component is larger than {MAX_COMPONENT_BYTES} bytes"))
+        } else {
+            ApiError::new(status, "bad_multipart", format!("multipart body: {}", e.body_text()))
+        }
+    };
+    let (mut name, mut component, mut manifest) = (None, None, None);
+    while let Some(field) = form.next_field().await.map_err(multipart_error)? {
+        match field.name().unwrap_or_default() {
+            "component" => component = Some(field.bytes().await.map_err(multipart_error)?),
+            "manifest" => {
+                let bytes = field.bytes().await.map_err(multipart_error)?;
+                if bytes.len() > MAX_MANIFEST_BYTES {
+                    return Err(ApiError::bad_request(format!("manifest is larger than {MAX_MANIFEST_BYTES} bytes")));
+                }
+                manifest = Some(bytes);
+            }
+            "name" => name = Some(field.text().await.map_err(multipart_error)?),
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "unknown multipart field `{other}`; send `component` (the .wasm) and optionally `manifest` (JSON)"
+                )));
+            }
+        }
+    }
+    let component: Bytes = component.ok_or_else(|| {
+        ApiError::bad_request("multipart field `component` (the .wasm file) is required: curl -F component=@fn.wasm")
+    })?;
+    let manifest: Manifest = match manifest {
+        Some(bytes) if !bytes.iter().all(u8::is_ascii_whitespace) => parse_json("manifest", &bytes)?,
+        _ => Manifest::default(),
+    };
+    Ok((name, component.to_vec(), manifest))
+}
+
+/// `PUT /v1/{appId}/functions/{name}` (multipart: `component`, `manifest`).
+pub async fn deploy_named(
+    State(state): State<Arc<AppState>>,
+    Path((app, name)): Path<(String, String)>,
+    headers: HeaderMap,
+    form: Multipart,
+) -> Result<impl IntoResponse, ApiError> {
+    require_admin(&state, &headers, &app).await?;
+    let (_, component, manifest) = read_deploy_form(form).await?;
+    let record = state.registry.deploy(&app, &name, component, manifest).await?;
+    tracing::info!(app = %app, function = %name, version = record.version, "deployed");
+    Ok((StatusCode::OK, Json(function_json(&record))))
+}
+
+/// `POST /v1/{appId}/functions` (multipart: `name`, `component`, `manifest`).
+pub async fn deploy(
+    State(state): State<Arc<AppState>>,
+    Path(app): Path<String>,
+    headers: HeaderMap,
+    form: Multipart,
+) -> Result<impl IntoResponse, ApiError> {
+    require_admin(&state, &headers, &app).await?;
+    let (name, component, manifest) = read_deploy_form(form).await?;
+    let name = name.ok_or_else(|| ApiError::bad_request("multipart field `name` is required (or PUT /v1/{appId}/functions/{name})"))?;
+    let record = state.registry.deploy(&app, &name, component, manifest).await?;
+    Ok((StatusCode::OK, Json(function_json(&record))))
+}
+
+/// `GET /v1/{appId}/functions`.
+pub async fn list_functions(
+    State(state): State<Arc<AppState>>,
+    Path(app): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    require_admin(&state, &headers, &app).await?;
+    let list = state.store.list_functions(Some(&app)).await?;
+    Ok(Json(json!({ "functions": list.iter().map(function_json).collect::<Vec<_>>() })))
+}
+
+/// `GET /v1/{appId}/functions/{name}`.
+pub async fn get_function(
+    State(state): State<Arc<AppState>>,
+    Path((app, name)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    require_admin(&state, &headers, &app).await?;
+    let record = state
+        .store
+        .get_function(&app, &name)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no function `{name}` in app `{app}`")))?;
+    Ok(Json(function_json(&record)))
+}
+
+/// `DELETE /v1/{appId}/functions/{name}`.
+pub async fn delete_function(
+    State(state): State<Arc<AppState>>,
+    Path((app, name)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<StatusCode, ApiError> {
+    require_admin(&state, &headers, &app).await?;
+    if state.registry.remove(&app, &name).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found(format!("no function `{name}` in app `{app}`")))
+    }
+}
+
+/// `POST /v1/{appId}/integrations/configure` `{toolkit, apiKey?, apiBaseUrl?}`.
+pub async fn configure(
+    State(state): State<Arc<AppState>>,
+    Path(app): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    require_admin(&state, &headers, &app).await?;
+    let req: ConfigureToolkit = parse_json("body", &body)?;
+    let view = state.broker.configure(&app, req).await?;
+    Ok(Json(json!({ "toolkit": view })))
+}
+
+/// `DELETE /v1/{appId}/integrations/configure/{toolkit}`.
+pub async fn disable_toolkit(
+    State(state): State<Arc<AppState>>,
+    Path((app, toolkit)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<StatusCode, ApiError> {
+    require_admin(&state, &headers, &app).await?;
+    state.broker.disable(&app, &toolkit).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `GET /v1/{appId}/integrations/config`.
+pub async fn list_config(
+    State(state): State<Arc<AppState>>,
+    Path(app): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    require_admin(&state, &headers, &app).await?;
+    Ok(Json(json!({ "toolkits": state.broker.list_configured(&app).await? })))
+}
+
+/// Query of the catalog endpoints.
+#[derive(Debug, Deserialize)]
+pub struct CatalogQuery {
+    search: Option<String>,
+    toolkit: Option<String>,
+}
+
+/// `GET /v1/{appId}/integrations/available?search=`.
+pub async fn available(
+    State(state): State<Arc<AppState>>,
+    Path(app): Path<String>,
+    headers: HeaderMap,
+    Query(q): Query<CatalogQuery>,
+) -> Result<Json<Value>, ApiError> {
+    require_admin(&state, &headers, &app).await?;
+    let needle = q.search.unwrap_or_default().to_lowercase();
+    let custom = state.store.list_connectors(&app).await?;
+    let builtin = state.broker.builtin().connectors().map(|c| (&c.spec, false));
+    let all: Vec<Value> = builtin
+        .chain(custom.iter().map(|s| (s, true)))
+        .filter(|(s, _)| {
+            needle.is_empty()
+                || s.slug.contains(&needle)
+                || s.display_name.to_lowercase().contains(&needle)
+                || s.description.to_lowercase().contains(&needle)
+        })
+        .map(|(s, custom)| {
+            json!({
+                "toolkit": s.slug, "displayName": s.display_name, "description": s.description,
+                "apiBaseUrl": s.api_base_url, "custom": custom, "tools": s.tools.len(),
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "toolkits": all })))
+}
+
+fn admin_invocation(app: &str) -> Invocation {
+    Invocation { app: app.to_string(), function: None, principal: Principal::Admin, grants: None, allow_as_user: true }
+}
+
+/// `GET /v1/{appId}/integrations/tools?toolkit=`.
+pub async fn tools(
+    State(state): State<Arc<AppState>>,
+    Path(app): Path<String>,
+    headers: HeaderMap,
+    Query(q): Query<CatalogQuery>,
+) -> Result<Json<Value>, ApiError> {
+    require_admin(&state, &headers, &app).await?;
+    let mut tools = state.broker.list_tools(&admin_invocation(&app)).await?;
+    if let Some(t) = &q.toolkit {
+        tools.retain(|tool| &tool.toolkit == t);
+    }
+    Ok(Json(json!({ "tools": tools })))
+}
+
+/// `GET /v1/{appId}/integrations/connectors`.
+pub async fn list_connectors(
+    State(state): State<Arc<AppState>>,
+    Path(app): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    require_admin(&state, &headers, &app).await?;
+    Ok(Json(json!({ "connectors": state.store.list_connectors(&app).await? })))
+}
+
+/// `POST /v1/{appId}/integrations/connectors` (a connector definition).
+pub async fn put_connector(
+    State(state): State<Arc<AppState>>,
+    Path(app): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<impl IntoResponse, ApiError> {
+    require_admin(&state, &headers, &app).await?;
+    let spec: ConnectorSpec = parse_json("connector", &body)?;
+    let slug = spec.slug.clone();
+    state.broker.put_connector(&app, spec).await?;
+    Ok((StatusCode::CREATED, Json(json!({ "toolkit": slug }))))
+}
+
+/// `DELETE /v1/{appId}/integrations/connectors/{slug}`.
+pub async fn delete_connector(
+    State(state): State<Arc<AppState>>,
+    Path((app, slug)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<StatusCode, ApiError> {
+    require_admin(&state, &headers, &app).await?;
+    state.broker.delete_connector(&app, &slug).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Body of `POST /v1/{appId}/integrations/execute`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ExecuteBody {
+    tool_name: String,
+    #[serde(default)]
+    params: Option<Value>,
+    #[serde(default)]
+    user_id: Option<String>,
+}
+
+/// A tool error as JSON, with its structured fields.
+pub fn tool_error_json(e: &ToolError) -> Value {
+    let mut v = json!({ "kind": e.kind(), "message": e.to_string() });
+    match e {
+        ToolError::InsufficientScope { missing, auth_url } => {
+            v["missing"] = json!(missing);
+            v["authUrl"] = json!(auth_url);
+        }
+        ToolError::RateLimited { retry_after_ms } => v["retryAfterMs"] = json!(retry_after_ms),
+        ToolError::Upstream { status, body } => {
+            v["status"] = json!(status);
+            v["body"] = json!(body);
+        }
+        _ => {}
+    }
+    v
+}
+
+/// `POST /v1/{appId}/integrations/execute` `{toolName, params, userId?}`.
+pub async fn execute(
+    State(state): State<Arc<AppState>>,
+    Path(app): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    require_admin(&state, &headers, &app).await?;
+    let req: ExecuteBody = parse_json("body", &body)?;
+    let params = req.params.unwrap_or(Value::Object(Default::default())).to_string();
+    let outcome = state.broker.execute(&admin_invocation(&app), &req.tool_name, &params, req.user_id.as_deref()).await;
+    Ok(Json(match outcome.result {
+        Ok(data) => json!({ "successful": true, "data": data, "error": null, "logId": outcome.log_id }),
+        Err(e) => json!({ "successful": false, "data": null, "error": tool_error_json(&e), "logId": outcome.log_id }),
+    }))
+}
+
+/// Query of the audit endpoint.
+#[derive(Debug, Deserialize)]
+pub struct LogsQuery {
+    limit: Option<usize>,
+}
+
+/// `GET /v1/{appId}/integrations/logs?limit=`: the audit trail, newest first.
+pub async fn logs(
+    State(state): State<Arc<AppState>>,
+    Path(app): Path<String>,
+    headers: HeaderMap,
+    Query(q): Query<LogsQuery>,
+) -> Result<Json<Value>, ApiError> {
+    require_admin(&state, &headers, &app).await?;
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    Ok(Json(json!({ "logs": state.store.list_audit(&app, limit).await? })))
+}

@@ -1,0 +1,252 @@
+//! The command line: `serve` runs the server; the other verbs are clients of
+//! a running server's management API.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand};
+use serde_json::Value;
+
+use crate::config::{KeySource, ServeConfig};
+
+/// Serve backend functions compiled to WebAssembly components; they call
+/// other people's APIs through credentials only this host holds.
+#[derive(Debug, Parser)]
+#[command(name = "runtime", version, about, after_help = EXAMPLES)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+const EXAMPLES: &str = "\
+Examples:
+  runtime serve --dev                                  local development: app `dev`, examples deployed
+  runtime serve --listen 0.0.0.0:8080 --data-dir /var/lib/runtime --app myapp
+  runtime deploy target/wasm32-wasip2/release/hello.wasm --name hello
+  runtime deploy fn.wasm --name digest --manifest manifest.json --app myapp
+  runtime functions list
+  runtime functions rm hello
+  runtime keygen                                       a master key for RUNTIME_MASTER_KEY";
+
+/// Connection to a running server, shared by the client verbs.
+#[derive(Debug, clap::Args)]
+pub struct ClientArgs {
+    /// Base URL of the running server.
+    #[arg(long, env = "RUNTIME_URL", default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+    /// The app to act on.
+    #[arg(long, env = "RUNTIME_APP", default_value = "dev")]
+    pub app: String,
+    /// The app's admin key.
+    #[arg(long, env = "RUNTIME_ADMIN_KEY", hide_env_values = true)]
+    pub key: Option<String>,
+}
+
+/// The verbs.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server.
+    #[command(after_help = "Example:\n  runtime serve --dev --listen 127.0.0.1:8080")]
+    Serve(ServeArgs),
+    /// Deploy a component (.wasm) as a function (a new version if it exists).
+    #[command(after_help = "Example:\n  runtime deploy target/wasm32-wasip2/release/bug_report.wasm --name bug-report --manifest functions/bug-report/manifest.json")]
+    Deploy {
+        /// The component file.
+        file: PathBuf,
+        /// Function name: it is served at /fn/{app}/{name}.
+        #[arg(long)]
+        name: String,
+        /// Manifest (JSON): triggers, grants, limits. Defaults to `{}`.
+        #[arg(long)]
+        manifest: Option<PathBuf>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// List or remove deployed functions.
+    #[command(subcommand)]
+    Functions(FunctionsCommand),
+    /// Print a new random master key (64 hex characters) for RUNTIME_MASTER_KEY.
+    #[command(after_help = "Example:\n  export RUNTIME_MASTER_KEY=$(runtime keygen)")]
+    Keygen,
+}
+
+/// `runtime functions ...`.
+#[derive(Debug, Subcommand)]
+pub enum FunctionsCommand {
+    /// List the app's functions.
+    #[command(after_help = "Example:\n  runtime functions list --app dev")]
+    List {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Remove a function.
+    #[command(after_help = "Example:\n  runtime functions rm hello")]
+    Rm {
+        /// Function name.
+        name: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+/// `runtime serve` flags.
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, env = "RUNTIME_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Directory for the store, compiled artifacts and (dev) the key file.
+    #[arg(long, env = "RUNTIME_DATA_DIR", default_value = ".runtime-data")]
+    pub data_dir: PathBuf,
+    /// Local development: serves app `dev`, keeps a master key in the data
+    /// directory, allows local providers, deploys the examples.
+    #[arg(long)]
+    pub dev: bool,
+    /// Folder of example functions deployed in dev mode.
+    #[arg(long, default_value = "functions")]
+    pub functions_dir: PathBuf,
+    /// Master key file (64 hex characters). Or set RUNTIME_MASTER_KEY.
+    #[arg(long, env = "RUNTIME_MASTER_KEY_FILE")]
+    pub master_key_file: Option<PathBuf>,
+    /// Allow provider endpoints over plain http or on private/loopback
+    /// addresses (for tests and local providers; never in production).
+    #[arg(long)]
+    pub allow_insecure_upstreams: bool,
+    /// Concurrent function instances across all functions.
+    #[arg(long, default_value_t = 256)]
+    pub max_instances: u32,
+    /// App to create if missing (repeatable). Default: `dev` with --dev,
+    /// otherwise `default`.
+    #[arg(long = "app")]
+    pub apps: Vec<String>,
+}
+
+fn client(args: &ClientArgs) -> anyhow::Result<(reqwest::Client, String)> {
+    let key = args
+        .key
+        .clone()
+        .context("no admin key: pass --key or set RUNTIME_ADMIN_KEY (printed once when the app was created)")?;
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(300)).build()?;
+    Ok((client, key))
+}
+
+async fn answer(response: reqwest::Response) -> anyhow::Result<Value> {
+    let status = response.status();
+    let body: Value = response.json().await.unwrap_or(Value::Null);
+    if status.is_success() {
+        return Ok(body);
+    }
+    let message = body.pointer("/error/message").and_then(Value::as_str).unwrap_or("no message");
+    bail!("the server answered {status}: {message}")
+}
+
+impl Cli {
+    /// Runs the chosen verb.
+    pub async fn run(self) -> anyhow::Result<()> {
+        match self.command {
+            Command::Serve(args) => serve(args).await,
+            Command::Deploy { file, name, manifest, client: c } => {
+                let bytes = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+                let manifest = match manifest {
+                    Some(p) => std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?,
+                    None => "{}".into(),
+                };
+                let (http, key) = client(&c)?;
+                eprintln!("uploading {} ({} KiB) and compiling…", file.display(), bytes.len() / 1024);
+                let form = reqwest::multipart::Form::new()
+                    .part("component", reqwest::multipart::Part::bytes(bytes).file_name("component.wasm"))
+                    .text("manifest", manifest);
+                let url = format!("{}/v1/{}/functions/{}", c.url.trim_end_matches('/'), c.app, name);
+                let body = answer(http.put(url).bearer_auth(key).multipart(form).send().await?).await?;
+                println!(
+                    "deployed {} version {} -> {}{}",
+                    name,
+                    body["version"],
+                    c.url.trim_end_matches('/'),
+                    body["url"].as_str().unwrap_or_default()
+                );
+                Ok(())
+            }
+            Command::Functions(FunctionsCommand::List { client: c }) => {
+                let (http, key) = client(&c)?;
+                let url = format!("{}/v1/{}/functions", c.url.trim_end_matches('/'), c.app);
+                let body = answer(http.get(url).bearer_auth(key).send().await?).await?;
+                println!("{:<24} {:>7}  {:<12} URL", "NAME", "VERSION", "SHA256");
+                for f in body["functions"].as_array().into_iter().flatten() {
+                    println!(
+                        "{:<24} {:>7}  {:<12} {}",
+                        f["name"].as_str().unwrap_or_default(),
+                        f["version"],
+                        f["componentSha256"].as_str().unwrap_or_default().chars().take(12).collect::<String>(),
+                        f["url"].as_str().unwrap_or_default()
+                    );
+                }
+                Ok(())
+            }
+            Command::Functions(FunctionsCommand::Rm { name, client: c }) => {
+                let (http, key) = client(&c)?;
+                let url = format!("{}/v1/{}/functions/{}", c.url.trim_end_matches('/'), c.app, name);
+                let response = http.delete(url).bearer_auth(key).send().await?;
+                if !response.status().is_success() {
+                    answer(response).await?;
+                }
+                println!("removed {name}");
+                Ok(())
+            }
+            Command::Keygen => {
+                let mut bytes = [0u8; 32];
+                rand::RngCore::fill_bytes(&mut rand::rng(), &mut bytes);
+                println!("{}", hex::encode(bytes));
+                Ok(())
+            }
+        }
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let key = match (std::env::var("RUNTIME_MASTER_KEY").ok(), &args.master_key_file, args.dev) {
+        (Some(hex), _, _) => KeySource::Hex(hex),
+        (None, Some(path), _) => KeySource::File(path.clone()),
+        (None, None, true) => KeySource::DevFile,
+        (None, None, false) => KeySource::Missing,
+    };
+    let apps = if !args.apps.is_empty() {
+        args.apps.clone()
+    } else if args.dev {
+        vec!["dev".to_string()]
+    } else {
+        vec!["default".to_string()]
+    };
+    let config = ServeConfig {
+        listen: args.listen,
+        data_dir: args.data_dir.clone(),
+        dev: args.dev,
+        key,
+        allow_insecure_upstreams: args.allow_insecure_upstreams || args.dev,
+        max_instances: args.max_instances,
+        apps,
+        admin_key: std::env::var("RUNTIME_ADMIN_KEY").ok().filter(|k| !k.is_empty()),
+    };
+    let started = config.start().await?;
+    if config.dev && args.functions_dir.is_dir() {
+        crate::dev::deploy_examples(&started.state.registry, "dev", &args.functions_dir).await?;
+    }
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    for (app, key) in &started.new_keys {
+        // Shown once, on the terminal, never logged: it is not stored in clear.
+        println!("admin key for app `{app}` (shown once; set RUNTIME_ADMIN_KEY to choose your own): {key}");
+    }
+    println!("runtime listening on http://{addr}");
+    let shutdown = async {
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("shutting down");
+    };
+    crate::server::serve(listener, started.state, shutdown).await?;
+    Ok(())
+}

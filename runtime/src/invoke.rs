@@ -1,0 +1,235 @@
+//! Running a function: one path that owns the deadline, the memory cap, the
+//! concurrency limits, the caller's identity and the mapping of traps to
+//! answers a person can act on.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use host_api::broker::{Broker, Invocation, Principal};
+use host_api::integrations::IntegrationsCtx;
+use host_api::store::FunctionRecord;
+use http_body_util::{BodyExt, Full, Limited};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use wasmtime::{Store, Trap, UpdateDeadline};
+use wasmtime_wasi_http::WasiHttpView;
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+
+use crate::engine::{Engine, HostState};
+
+/// Largest response body a function may return; it is buffered so a trap
+/// mid-body still yields a clean 500.
+pub const MAX_RESPONSE_BODY: usize = 16 * 1024 * 1024;
+
+/// A deployed function, ready to instantiate.
+pub struct LoadedFunction {
+    /// The deployed version.
+    pub record: FunctionRecord,
+    /// Linked and type-checked once at deploy/load.
+    pub pre: ProxyPre<HostState>,
+    /// The function's own concurrency limit.
+    pub permits: Arc<Semaphore>,
+}
+
+impl std::fmt::Debug for LoadedFunction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedFunction").field("record", &self.record).finish_non_exhaustive()
+    }
+}
+
+impl LoadedFunction {
+    /// Wraps a prepared component with its record.
+    pub fn new(record: FunctionRecord, pre: ProxyPre<HostState>) -> Self {
+        let limit = usize::try_from(record.manifest.limits.max_concurrency()).unwrap_or(1);
+        Self { record, pre, permits: Arc::new(Semaphore::new(limit)) }
+    }
+}
+
+/// Why an invocation produced no response of the function's own.
+#[derive(Debug, thiserror::Error)]
+pub enum InvokeError {
+    /// A concurrency limit is reached; retry shortly.
+    #[error("{0}")]
+    Busy(String),
+    /// The function hit a limit or trapped; the message says which.
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// Runs functions.
+#[derive(Debug)]
+pub struct Invoker {
+    engine: Arc<Engine>,
+    broker: Arc<Broker>,
+    /// Instances across all functions: the pooling allocator's capacity.
+    global: Arc<Semaphore>,
+}
+
+struct Permits {
+    _global: OwnedSemaphorePermit,
+    _function: OwnedSemaphorePermit,
+}
+
+impl Invoker {
+    /// An invoker allowing `max_instances` concurrent instances in all.
+    pub fn new(engine: Arc<Engine>, broker: Arc<Broker>, max_instances: u32) -> Self {
+        let n = usize::try_from(max_instances).unwrap_or(1);
+        Self { engine, broker, global: Arc::new(Semaphore::new(n)) }
+    }
+
+    fn permits(&self, f: &LoadedFunction) -> Result<Permits, InvokeError> {
+        // A full pool fails fast rather than queueing: the caller retries.
+        let function = f.permits.clone().try_acquire_owned().map_err(|_| {
+            InvokeError::Busy(format!(
+                "function `{}` is at its concurrency limit ({}); retry shortly or raise limits.maxConcurrency",
+                f.record.name,
+                f.record.manifest.limits.max_concurrency()
+            ))
+        })?;
+        let global = self
+            .global
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| InvokeError::Busy("the runtime is at its instance limit; retry shortly".into()))?;
+        Ok(Permits { _global: global, _function: function })
+    }
+
+    /// Handles one HTTP request with `f`. `request`'s URI is what the guest
+    /// sees (the path below the function's route).
+    pub async fn invoke_http(
+        &self,
+        f: Arc<LoadedFunction>,
+        principal: Principal,
+        request: http::Request<Bytes>,
+    ) -> Result<http::Response<Bytes>, InvokeError> {
+        let permits = self.permits(&f)?;
+        let limits = &f.record.manifest.limits;
+        let deadline = Duration::from_millis(limits.timeout_ms());
+        let invocation = Invocation {
+            app: f.record.app.clone(),
+            function: Some(f.record.name.clone()),
+            principal,
+            grants: Some(f.record.manifest.grants.clone()),
+            allow_as_user: f.record.manifest.allow_as_user,
+        };
+        let state = HostState::new(
+            IntegrationsCtx::new(self.broker.clone(), Arc::new(invocation)),
+            limits.memory_bytes(),
+            deadline,
+        );
+        let mut store = Store::new(self.engine.wasmtime(), state);
+        store.limiter(|s| &mut s.limiter);
+        // Every tick: yield so other guests on this worker run, and trap once
+        // the CPU budget is spent.
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(|mut ctx| {
+            let state = ctx.data_mut();
+            if state.ticks_left == 0 {
+                return Err(Trap::Interrupt.into());
+            }
+            state.ticks_left -= 1;
+            Ok(UpdateDeadline::Yield(1))
+        });
+
+        let (parts, body) = request.into_parts();
+        let body = Full::new(body).map_err(|never| -> hyper::Error { match never {} });
+        let guest_request = http::Request::from_parts(parts, body);
+        let (sender, receiver) = tokio::sync::oneshot::channel();
+        let setup = (|| {
+            let req = store.data_mut().http().new_incoming_request(Scheme::Http, guest_request)?;
+            let out = store.data_mut().http().new_response_outparam(sender)?;
+            anyhow::Ok((req, out))
+        })();
+        let (req, out) = setup.map_err(|e| InvokeError::Failed(format!("could not pass the request to the function: {e:#}")))?;
+
+        let pre = f.pre.clone();
+        let task = tokio::spawn(async move {
+            let result = async {
+                let proxy = pre.instantiate_async(&mut store).await?;
+                proxy.wasi_http_incoming_handler().call_handle(&mut store, req, out).await
+            }
+            .await;
+            let memory_exhausted = store.data().limiter.memory_exhausted;
+            drop(permits);
+            (result, memory_exhausted)
+        });
+        let abort = task.abort_handle();
+
+        let timeout_ms = limits.timeout_ms();
+        let memory_mb = limits.memory_bytes() / (1024 * 1024);
+        let outcome = tokio::time::timeout(deadline, async {
+            match receiver.await {
+                Ok(Ok(response)) => {
+                    let (parts, body) = response.into_parts();
+                    match Limited::new(body, MAX_RESPONSE_BODY).collect().await {
+                        Ok(collected) => Ok(Ok(http::Response::from_parts(parts, collected.to_bytes()))),
+                        // The body failed: usually the guest trapped mid-body.
+                        Err(body_error) => Ok(Err(body_error.to_string())),
+                    }
+                }
+                Ok(Err(code)) => Ok(Err(format!("the function reported an error: {code:?}"))),
+                Err(_) => Err(()),
+            }
+        })
+        .await;
+
+        match outcome {
+            Err(_elapsed) => {
+                abort.abort();
+                Err(InvokeError::Failed(format!(
+                    "the function exceeded its time limit of {timeout_ms} ms (wall clock) and was stopped; raise limits.timeoutMs in its manifest if it needs longer"
+                )))
+            }
+            Ok(Ok(Ok(response))) => Ok(response),
+            Ok(other) => {
+                // No response, or a broken one: the task's result says why.
+                let (result, memory_exhausted) = task
+                    .await
+                    .map_err(|e| InvokeError::Failed(format!("the function's task failed: {e}")))?;
+                let body_error = match other {
+                    Ok(Err(message)) => Some(message),
+                    _ => None,
+                };
+                Err(InvokeError::Failed(explain(result.err(), memory_exhausted, body_error, timeout_ms, memory_mb)))
+            }
+        }
+    }
+}
+
+/// Turns a trap (or its absence) into a sentence naming the limit hit.
+fn explain(
+    error: Option<wasmtime::Error>,
+    memory_exhausted: bool,
+    body_error: Option<String>,
+    timeout_ms: u64,
+    memory_mb: usize,
+) -> String {
+    let Some(error) = error else {
+        return match body_error {
+            Some(b) => format!("the function's response body failed: {b}"),
+            None => "the function returned without sending a response".into(),
+        };
+    };
+    match error.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => format!(
+            "the function exceeded its CPU time limit of {timeout_ms} ms and was stopped; raise limits.timeoutMs in its manifest if it needs longer"
+        ),
+        Some(Trap::StackOverflow) => "the function overflowed its stack (recursion too deep) and was stopped".into(),
+        _ if memory_exhausted => format!(
+            "the function exceeded its memory limit of {memory_mb} MiB and was stopped; raise limits.memoryMb in its manifest if it needs more"
+        ),
+        Some(Trap::UnreachableCodeReached) => {
+            "the function trapped (wasm `unreachable`: a Rust panic aborts this way; see the function's stderr for the panic message)".into()
+        }
+        Some(trap) => format!("the function trapped: {trap}"),
+        None => {
+            let text = format!("{error:#}");
+            if text.contains("guest limit") || text.contains("resource table has no free keys") {
+                format!("the function exceeded a resource limit: {text}")
+            } else {
+                format!("the function failed: {text}")
+            }
+        }
+    }
+}

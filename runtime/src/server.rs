@@ -1,0 +1,143 @@
+//! The HTTP server: management API, function triggers, health.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, delete, get, post};
+use host_api::Broker;
+use host_api::broker::Principal;
+use host_api::store::Store;
+use tokio::net::TcpListener;
+
+use crate::api::{self, ApiError};
+use crate::apps;
+use crate::engine::MAX_COMPONENT_BYTES;
+use crate::invoke::{InvokeError, Invoker};
+use crate::registry::Registry;
+
+/// Largest request body passed to a function.
+pub const MAX_TRIGGER_BODY: usize = 10 * 1024 * 1024;
+/// Largest body of a management call other than a deploy.
+const MAX_ADMIN_BODY: usize = 1024 * 1024;
+/// Header telling a function who called it; set by the host only.
+const PRINCIPAL_HEADER: &str = "x-runtime-principal";
+
+/// Everything the handlers share.
+#[derive(Debug)]
+pub struct AppState {
+    /// Durable state.
+    pub store: Arc<dyn Store>,
+    /// Tool calls and toolkit configuration.
+    pub broker: Arc<Broker>,
+    /// Deployed functions.
+    pub registry: Arc<Registry>,
+    /// Runs functions.
+    pub invoker: Arc<Invoker>,
+}
+
+/// The router of the whole server.
+pub fn router(state: Arc<AppState>) -> Router {
+    let deploys = Router::new()
+        .route("/v1/{app}/functions", get(api::list_functions).post(api::deploy))
+        .route(
+            "/v1/{app}/functions/{name}",
+            get(api::get_function).put(api::deploy_named).delete(api::delete_function),
+        )
+        .layer(DefaultBodyLimit::max(MAX_COMPONENT_BYTES + 128 * 1024));
+    let admin = Router::new()
+        .route("/v1/{app}/integrations/configure", post(api::configure))
+        .route("/v1/{app}/integrations/configure/{toolkit}", delete(api::disable_toolkit))
+        .route("/v1/{app}/integrations/config", get(api::list_config))
+        .route("/v1/{app}/integrations/available", get(api::available))
+        .route("/v1/{app}/integrations/tools", get(api::tools))
+        .route("/v1/{app}/integrations/connectors", get(api::list_connectors).post(api::put_connector))
+        .route("/v1/{app}/integrations/connectors/{slug}", delete(api::delete_connector))
+        .route("/v1/{app}/integrations/execute", post(api::execute))
+        .route("/v1/{app}/integrations/logs", get(api::logs))
+        .layer(DefaultBodyLimit::max(MAX_ADMIN_BODY));
+    let triggers = Router::new()
+        .route("/fn/{app}/{name}", any(trigger))
+        .route("/fn/{app}/{name}/", any(trigger))
+        .route("/fn/{app}/{name}/{*rest}", any(trigger))
+        // The trigger enforces its own limit and answers 413 itself.
+        .layer(DefaultBodyLimit::disable());
+    Router::new()
+        .route("/healthz", get(api::healthz))
+        .merge(deploys)
+        .merge(admin)
+        .merge(triggers)
+        .fallback(|| async {
+            ApiError::not_found("no such endpoint; see the README for the API (functions are under /fn/{appId}/{name})")
+        })
+        .with_state(state)
+}
+
+/// Serves `router` on `listener` until `shutdown` resolves.
+pub async fn serve(listener: TcpListener, state: Arc<AppState>, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
+}
+
+/// `ANY /fn/{appId}/{name}/...`: runs the function.
+async fn trigger(
+    State(state): State<Arc<AppState>>,
+    Path(params): Path<HashMap<String, String>>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let app = params.get("app").map(String::as_str).unwrap_or_default();
+    let name = params.get("name").map(String::as_str).unwrap_or_default();
+    let rest = params.get("rest").map(String::as_str).unwrap_or_default();
+    let function = state
+        .registry
+        .get(app, name)
+        .filter(|f| f.record.manifest.http.enabled)
+        .ok_or_else(|| ApiError::not_found(format!("no HTTP function `{name}` in app `{app}`")))?;
+
+    let (mut parts, body) = request.into_parts();
+    // A caller presenting the app's admin key is an admin invocation (which
+    // may use `as-user` where the manifest allows). The key is removed so the
+    // function never sees it; any other Authorization is the function's own.
+    let mut principal = Principal::Anonymous;
+    if let Some(key) = api::bearer(&parts.headers)
+        && apps::verify(state.store.as_ref(), app, key).await?
+    {
+        principal = Principal::Admin;
+        parts.headers.remove(http::header::AUTHORIZATION);
+    }
+    parts.headers.remove(PRINCIPAL_HEADER);
+    let who = if principal == Principal::Admin { "admin" } else { "anonymous" };
+    parts.headers.insert(PRINCIPAL_HEADER, HeaderValue::from_static(who));
+
+    let body = axum::body::to_bytes(body, MAX_TRIGGER_BODY).await.map_err(|_| {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("request body is larger than {MAX_TRIGGER_BODY} bytes"),
+        )
+    })?;
+
+    // The function sees the path below its route.
+    let query = parts.uri.query().map(|q| format!("?{q}")).unwrap_or_default();
+    let host = parts.headers.get(http::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
+    let uri = format!("http://{host}/{rest}{query}");
+    parts.uri = uri.parse().map_err(|_| ApiError::bad_request("request URI or Host header is malformed"))?;
+    let request = http::Request::from_parts(parts, body);
+
+    match state.invoker.invoke_http(function, principal, request).await {
+        Ok(response) => Ok(response.map(Body::from)),
+        Err(InvokeError::Busy(message)) => {
+            let mut response = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", message).into_response();
+            response.headers_mut().insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+            Ok(response)
+        }
+        Err(InvokeError::Failed(message)) => {
+            tracing::warn!(app, function = name, %message, "function failed");
+            Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "function_failed", message))
+        }
+    }
+}

@@ -1,0 +1,300 @@
+//! Harness for end-to-end tests: runs the real `runtime` binary on port 0
+//! with a temporary data directory, deploys real components built from
+//! source (see `scripts/test.sh`), and provides a local upstream that
+//! records what the runtime sent it.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::IntoResponse;
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// The admin key the tests start apps with.
+pub const ADMIN_KEY: &str = "test-admin-key-0123456789abcdef";
+/// A master key for tests (not secret).
+pub const MASTER_KEY: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+/// The app the tests use.
+pub const APP: &str = "test";
+
+/// The repository root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+/// The `runtime` binary built for this test run.
+pub fn runtime_bin() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    // target/<profile>/deps/<test> -> target/<profile>/runtime
+    let bin = exe.parent().unwrap().parent().unwrap().join("runtime");
+    assert!(bin.exists(), "{} is missing: run the tests with scripts/test.sh (or `cargo build -p runtime` first)", bin.display());
+    bin
+}
+
+/// A guest component built from source by `scripts/test.sh`.
+pub fn guest(name: &str) -> Vec<u8> {
+    let path = root().join("target/wasm32-wasip2/release").join(format!("{name}.wasm"));
+    std::fs::read(&path).unwrap_or_else(|e| {
+        panic!("{}: {e}; build the guests first: scripts/test.sh does it (cargo build --release in functions/ and tests/guests/)", path.display())
+    })
+}
+
+/// Options for starting the runtime.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Extra arguments after `serve`.
+    pub args: Vec<String>,
+    /// Environment variables.
+    pub env: Vec<(String, String)>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            args: vec!["--allow-insecure-upstreams".into(), "--app".into(), APP.into()],
+            env: vec![
+                ("RUNTIME_ADMIN_KEY".into(), ADMIN_KEY.into()),
+                ("RUNTIME_MASTER_KEY".into(), MASTER_KEY.into()),
+            ],
+        }
+    }
+}
+
+/// A running `runtime serve`.
+#[derive(Debug)]
+pub struct Runtime {
+    child: Child,
+    /// Base URL, `http://127.0.0.1:<port>`.
+    pub url: String,
+    /// Everything the process printed (stdout and stderr).
+    pub output: Arc<Mutex<String>>,
+    /// HTTP client.
+    pub http: reqwest::Client,
+}
+
+fn collect<R: tokio::io::AsyncRead + Unpin + Send + 'static>(reader: R, output: Arc<Mutex<String>>, tx: Option<tokio::sync::mpsc::UnboundedSender<String>>) {
+    tokio::spawn(async move {
+        let mut lines = BufReader::new(reader).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            output.lock().unwrap().push_str(&line);
+            output.lock().unwrap().push('\n');
+            if let Some(tx) = &tx {
+                let _ = tx.send(line);
+            }
+        }
+    });
+}
+
+impl Runtime {
+    /// Starts the runtime on `data_dir` and waits until it listens.
+    pub async fn start(data_dir: &Path, options: Options) -> Runtime {
+        match Self::try_start(data_dir, options).await {
+            Ok(rt) => rt,
+            Err(output) => panic!("runtime did not start:\n{output}"),
+        }
+    }
+
+    /// Starts the runtime; on failure returns what it printed.
+    pub async fn try_start(data_dir: &Path, options: Options) -> Result<Runtime, String> {
+        let mut cmd = Command::new(runtime_bin());
+        cmd.arg("serve").arg("--listen").arg("127.0.0.1:0").arg("--data-dir").arg(data_dir);
+        cmd.args(&options.args);
+        cmd.env_remove("RUNTIME_ADMIN_KEY").env_remove("RUNTIME_MASTER_KEY").env("RUST_LOG", "info");
+        for (k, v) in &options.env {
+            cmd.env(k, v);
+        }
+        cmd.current_dir(root()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
+        let mut child = cmd.spawn().expect("spawn runtime");
+        let output = Arc::new(Mutex::new(String::new()));
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        collect(child.stdout.take().unwrap(), output.clone(), Some(tx));
+        collect(child.stderr.take().unwrap(), output.clone(), None);
+        let url = tokio::time::timeout(Duration::from_secs(120), async {
+            while let Some(line) = rx.recv().await {
+                if let Some(url) = line.strip_prefix("runtime listening on ") {
+                    return Some(url.trim().to_string());
+                }
+            }
+            None
+        })
+        .await
+        .ok()
+        .flatten();
+        let Some(url) = url else {
+            let _ = child.kill().await;
+            let _ = child.wait().await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            return Err(output.lock().unwrap().clone());
+        };
+        Ok(Runtime { child, url, output, http: reqwest::Client::new() })
+    }
+
+    /// Stops the process and waits for it.
+    pub async fn stop(mut self) -> String {
+        let _ = self.child.kill().await;
+        let _ = self.child.wait().await;
+        self.output.lock().unwrap().clone()
+    }
+
+    /// Everything printed so far.
+    pub fn output(&self) -> String {
+        self.output.lock().unwrap().clone()
+    }
+
+    /// `PUT /v1/{app}/functions/{name}` with a component and manifest.
+    pub async fn deploy(&self, name: &str, component: Vec<u8>, manifest: &str) -> reqwest::Response {
+        let form = reqwest::multipart::Form::new()
+            .part("component", reqwest::multipart::Part::bytes(component).file_name("c.wasm"))
+            .text("manifest", manifest.to_string());
+        self.http
+            .put(format!("{}/v1/{APP}/functions/{name}", self.url))
+            .bearer_auth(ADMIN_KEY)
+            .multipart(form)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Deploys and asserts success.
+    pub async fn deploy_ok(&self, name: &str, component: Vec<u8>, manifest: &str) -> Value {
+        let r = self.deploy(name, component, manifest).await;
+        let status = r.status();
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(status, 200, "deploy {name}: {body}");
+        body
+    }
+
+    /// An admin JSON call.
+    pub async fn admin(&self, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut req = self.http.request(method, format!("{}{path}", self.url)).bearer_auth(ADMIN_KEY);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let r = req.send().await.unwrap();
+        let status = r.status().as_u16();
+        let text = r.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    /// Calls a function.
+    pub async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (u16, String) {
+        let mut req = self.http.request(method, format!("{}/fn/{APP}/{path}", self.url));
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let r = req.send().await.unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    }
+}
+
+/// One request an [`Upstream`] received.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    /// Method.
+    pub method: String,
+    /// Path and query.
+    pub uri: String,
+    /// Headers as (lower-case name, value).
+    pub headers: Vec<(String, String)>,
+    /// Body text.
+    pub body: String,
+}
+
+impl Recorded {
+    /// A header's value.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+}
+
+/// What an [`Upstream`] answers.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    /// Status.
+    pub status: u16,
+    /// Extra headers.
+    pub headers: Vec<(String, String)>,
+    /// JSON body.
+    pub body: Value,
+}
+
+#[derive(Clone)]
+struct UpstreamState {
+    requests: Arc<Mutex<Vec<Recorded>>>,
+    reply: Arc<Mutex<Reply>>,
+}
+
+/// A local HTTP server standing in for a provider's API: records every
+/// request and answers with a configurable reply.
+#[derive(Debug)]
+pub struct Upstream {
+    /// Base URL.
+    pub url: String,
+    requests: Arc<Mutex<Vec<Recorded>>>,
+    reply: Arc<Mutex<Reply>>,
+}
+
+impl Upstream {
+    /// Starts on 127.0.0.1, answering `reply`.
+    pub async fn start(reply: Reply) -> Upstream {
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let reply = Arc::new(Mutex::new(reply));
+        let state = UpstreamState { requests: requests.clone(), reply: reply.clone() };
+        let app = Router::new().fallback(record).with_state(state);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Upstream { url, requests, reply }
+    }
+
+    /// Requests received so far.
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.requests.lock().unwrap().clone()
+    }
+
+    /// Changes the reply.
+    pub fn set_reply(&self, reply: Reply) {
+        *self.reply.lock().unwrap() = reply;
+    }
+}
+
+async fn record(State(state): State<UpstreamState>, method: Method, uri: Uri, headers: HeaderMap, body: String) -> impl IntoResponse {
+    state.requests.lock().unwrap().push(Recorded {
+        method: method.to_string(),
+        uri: uri.to_string(),
+        headers: headers.iter().map(|(n, v)| (n.to_string(), v.to_str().unwrap_or_default().to_string())).collect(),
+        body,
+    });
+    let reply = state.reply.lock().unwrap().clone();
+    let mut response = (StatusCode::from_u16(reply.status).unwrap(), axum::Json(reply.body)).into_response();
+    for (n, v) in reply.headers {
+        response.headers_mut().insert(axum::http::HeaderName::from_bytes(n.as_bytes()).unwrap(), v.parse().unwrap());
+    }
+    response
+}
+
+/// Every file under `dir` whose bytes contain `needle`.
+pub fn files_containing(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
+    let mut hits = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if let Ok(bytes) = std::fs::read(&path)
+                && bytes.windows(needle.len()).any(|w| w == needle)
+            {
+                hits.push(path);
+            }
+        }
+    }
+    hits
+}
