@@ -150,7 +150,10 @@ pub struct Broker {
 }
 
 fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| u64::try_from(d.as_millis()).unwrap_or(0)).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(0))
+        .unwrap_or(0)
 }
 
 fn new_log_id() -> String {
@@ -186,22 +189,45 @@ pub fn parse_params(params_json: &str) -> Result<serde_json::Map<String, Value>,
             params_json.len()
         )));
     }
-    let text = if params_json.trim().is_empty() { "{}" } else { params_json };
-    let value: Value = serde_json::from_str(text).map_err(|e| ToolError::InvalidParams(format!("params are not valid JSON: {e}")))?;
+    let text = if params_json.trim().is_empty() {
+        "{}"
+    } else {
+        params_json
+    };
+    let value: Value = serde_json::from_str(text)
+        .map_err(|e| ToolError::InvalidParams(format!("params are not valid JSON: {e}")))?;
     if json_depth(&value) > MAX_PARAMS_DEPTH {
-        return Err(ToolError::InvalidParams(format!("params nest deeper than {MAX_PARAMS_DEPTH} levels")));
+        return Err(ToolError::InvalidParams(format!(
+            "params nest deeper than {MAX_PARAMS_DEPTH} levels"
+        )));
     }
     match value {
         Value::Object(map) => Ok(map),
-        _ => Err(ToolError::InvalidParams("params must be a JSON object".into())),
+        _ => Err(ToolError::InvalidParams(
+            "params must be a JSON object".into(),
+        )),
     }
 }
 
 impl Broker {
     /// A broker over `store`, sealing with `key`, calling out under `policy`.
-    pub fn new(store: Arc<dyn Store>, key: Arc<MasterKey>, builtin: Arc<Catalog>, policy: EgressPolicy) -> Result<Self, String> {
-        let client = policy.client().map_err(|e| format!("cannot build the provider HTTP client: {e}"))?;
-        Ok(Self { store, key, builtin, custom: RwLock::new(HashMap::new()), policy, client })
+    pub fn new(
+        store: Arc<dyn Store>,
+        key: Arc<MasterKey>,
+        builtin: Arc<Catalog>,
+        policy: EgressPolicy,
+    ) -> Result<Self, String> {
+        let client = policy
+            .client()
+            .map_err(|e| format!("cannot build the provider HTTP client: {e}"))?;
+        Ok(Self {
+            store,
+            key,
+            builtin,
+            custom: RwLock::new(HashMap::new()),
+            policy,
+            client,
+        })
     }
 
     /// The built-in catalog.
@@ -228,7 +254,9 @@ impl Broker {
             // the app's other connectors down.
             match Connector::compile(spec).and_then(|c| catalog.insert(c)) {
                 Ok(()) => {}
-                Err(e) => tracing::warn!(app, connector = %slug, error = %e, "skipping stored connector"),
+                Err(e) => {
+                    tracing::warn!(app, connector = %slug, error = %e, "skipping stored connector")
+                }
             }
         }
         let catalog = Arc::new(catalog);
@@ -239,7 +267,11 @@ impl Broker {
     }
 
     /// Finds a tool among the built-in and the app's custom connectors.
-    async fn find_tool(&self, app: &str, name: &str) -> Result<Option<(Arc<Connector>, Arc<Tool>)>, StoreError> {
+    async fn find_tool(
+        &self,
+        app: &str,
+        name: &str,
+    ) -> Result<Option<(Arc<Connector>, Arc<Tool>)>, StoreError> {
         if let Some((c, t)) = self.builtin.tool(name) {
             return Ok(Some((c.clone(), t.clone())));
         }
@@ -248,7 +280,11 @@ impl Broker {
     }
 
     /// Finds a connector among the built-in and the app's custom ones.
-    pub async fn find_connector(&self, app: &str, slug: &str) -> Result<Option<Arc<Connector>>, StoreError> {
+    pub async fn find_connector(
+        &self,
+        app: &str,
+        slug: &str,
+    ) -> Result<Option<Arc<Connector>>, StoreError> {
         if let Some(c) = self.builtin.connector(slug) {
             return Ok(Some(c.clone()));
         }
@@ -257,7 +293,13 @@ impl Broker {
 
     /// Runs one tool call and records it.
     #[instrument(skip_all, fields(app = %inv.app, function = ?inv.function, tool = %tool))]
-    pub async fn execute(&self, inv: &Invocation, tool: &str, params_json: &str, as_user: Option<&str>) -> Outcome {
+    pub async fn execute(
+        &self,
+        inv: &Invocation,
+        tool: &str,
+        params_json: &str,
+        as_user: Option<&str>,
+    ) -> Outcome {
         let started = Instant::now();
         let log_id = new_log_id();
         let identity = match (as_user, &inv.principal) {
@@ -293,18 +335,30 @@ impl Broker {
         Outcome { result, log_id }
     }
 
-    async fn execute_inner(&self, inv: &Invocation, tool_name: &str, params_json: &str, as_user: Option<&str>) -> Result<Value, ToolError> {
+    async fn execute_inner(
+        &self,
+        inv: &Invocation,
+        tool_name: &str,
+        params_json: &str,
+        as_user: Option<&str>,
+    ) -> Result<Value, ToolError> {
         if tool_name.len() > MAX_NAME_LEN {
-            return Err(ToolError::InvalidParams(format!("tool name is longer than {MAX_NAME_LEN} bytes")));
+            return Err(ToolError::InvalidParams(format!(
+                "tool name is longer than {MAX_NAME_LEN} bytes"
+            )));
         }
         let params = parse_params(params_json)?;
         let unavailable = |e: StoreError| ToolError::Unavailable(format!("store: {e}"));
-        let (connector, tool) = self.find_tool(&inv.app, tool_name).await.map_err(unavailable)?.ok_or_else(|| {
-            ToolError::Unavailable(format!(
-                "unknown tool `{tool_name}`; GET /v1/{}/integrations/tools lists the tools",
-                inv.app
-            ))
-        })?;
+        let (connector, tool) = self
+            .find_tool(&inv.app, tool_name)
+            .await
+            .map_err(unavailable)?
+            .ok_or_else(|| {
+                ToolError::Unavailable(format!(
+                    "unknown tool `{tool_name}`; GET /v1/{}/integrations/tools lists the tools",
+                    inv.app
+                ))
+            })?;
         let slug = connector.spec.slug.as_str();
 
         if let Some(grants) = &inv.grants
@@ -317,7 +371,9 @@ impl Broker {
         }
         if let Some(user) = as_user {
             if user.is_empty() || user.len() > MAX_NAME_LEN {
-                return Err(ToolError::InvalidParams(format!("user id must be 1 to {MAX_NAME_LEN} bytes")));
+                return Err(ToolError::InvalidParams(format!(
+                    "user id must be 1 to {MAX_NAME_LEN} bytes"
+                )));
             }
             if !inv.allow_as_user {
                 return Err(ToolError::Denied(
@@ -326,7 +382,8 @@ impl Broker {
             }
             if !matches!(inv.principal, Principal::Admin | Principal::Cron) {
                 return Err(ToolError::Denied(
-                    "as-user is only allowed in cron runs and admin-authenticated invocations".into(),
+                    "as-user is only allowed in cron runs and admin-authenticated invocations"
+                        .into(),
                 ));
             }
         }
@@ -346,17 +403,27 @@ impl Broker {
         // API-key toolkits hold one shared credential for the whole app; it
         // serves every identity, including `as-user` calls.
         let sealed = record.sealed_credential.as_deref().ok_or_else(|| {
-            ToolError::NotConnected(format!("toolkit `{slug}` has no credential; an admin must configure one"))
+            ToolError::NotConnected(format!(
+                "toolkit `{slug}` has no credential; an admin must configure one"
+            ))
         })?;
-        tool.validate(&Value::Object(params.clone())).map_err(ToolError::InvalidParams)?;
+        tool.validate(&Value::Object(params.clone()))
+            .map_err(ToolError::InvalidParams)?;
 
-        let sealed = hex::decode(sealed).map_err(|_| ToolError::Unavailable(format!("stored credential for `{slug}` is corrupt")))?;
-        let credential = self.key.open_secret(&sealed, &credential_aad(&inv.app, slug)).map_err(|e| {
-            tracing::error!(toolkit = slug, error = %e, "cannot unseal credential");
-            ToolError::Unavailable(format!("stored credential for `{slug}` cannot be unsealed"))
+        let sealed = hex::decode(sealed).map_err(|_| {
+            ToolError::Unavailable(format!("stored credential for `{slug}` is corrupt"))
         })?;
+        let credential = self
+            .key
+            .open_secret(&sealed, &credential_aad(&inv.app, slug))
+            .map_err(|e| {
+                tracing::error!(toolkit = slug, error = %e, "cannot unseal credential");
+                ToolError::Unavailable(format!("stored credential for `{slug}` cannot be unsealed"))
+            })?;
         let base_url = match &record.api_base_url {
-            Some(u) => url::Url::parse(u).map_err(|_| ToolError::Unavailable(format!("configured apiBaseUrl for `{slug}` is invalid")))?,
+            Some(u) => url::Url::parse(u).map_err(|_| {
+                ToolError::Unavailable(format!("configured apiBaseUrl for `{slug}` is invalid"))
+            })?,
             None => connector.base_url.clone(),
         };
         let request = tools::prepare(&tool, &base_url, &params)?;
@@ -369,7 +436,10 @@ impl Broker {
         let mut out = Vec::new();
         for connector in self.builtin.connectors().chain(custom.connectors()) {
             for tool in connector.tools.values() {
-                let granted = inv.grants.as_ref().is_none_or(|g| g.allows(&connector.spec.slug, &tool.spec.name));
+                let granted = inv
+                    .grants
+                    .as_ref()
+                    .is_none_or(|g| g.allows(&connector.spec.slug, &tool.spec.name));
                 if granted {
                     out.push(ToolInfo {
                         name: tool.spec.name.clone(),
@@ -385,7 +455,11 @@ impl Broker {
     }
 
     /// Enables a toolkit for an app, storing its credential sealed.
-    pub async fn configure(&self, app: &str, req: ConfigureToolkit) -> Result<ToolkitView, AdminError> {
+    pub async fn configure(
+        &self,
+        app: &str,
+        req: ConfigureToolkit,
+    ) -> Result<ToolkitView, AdminError> {
         let connector = self.find_connector(app, &req.toolkit).await?.ok_or_else(|| {
             AdminError::NotFound(format!(
                 "no connector `{}`; GET /v1/{app}/integrations/available lists them, or define a custom one",
@@ -393,16 +467,26 @@ impl Broker {
             ))
         })?;
         if let Some(u) = &req.api_base_url {
-            let parsed = url::Url::parse(u).map_err(|e| AdminError::Invalid(format!("apiBaseUrl `{u}` is not a URL: {e}")))?;
-            self.policy.check_url(&parsed).map_err(|e| AdminError::Invalid(format!("apiBaseUrl: {e}")))?;
-            if !parsed.username().is_empty() || parsed.password().is_some() || parsed.query().is_some() {
-                return Err(AdminError::Invalid("apiBaseUrl must not carry credentials or a query".into()));
+            let parsed = url::Url::parse(u)
+                .map_err(|e| AdminError::Invalid(format!("apiBaseUrl `{u}` is not a URL: {e}")))?;
+            self.policy
+                .check_url(&parsed)
+                .map_err(|e| AdminError::Invalid(format!("apiBaseUrl: {e}")))?;
+            if !parsed.username().is_empty()
+                || parsed.password().is_some()
+                || parsed.query().is_some()
+            {
+                return Err(AdminError::Invalid(
+                    "apiBaseUrl must not carry credentials or a query".into(),
+                ));
             }
         }
         let existing = self.store.get_toolkit(app, &req.toolkit).await?;
         let sealed_credential = match &req.api_key {
             Some(key) if key.is_empty() || key.expose().len() > MAX_CREDENTIAL_LEN => {
-                return Err(AdminError::Invalid(format!("apiKey must be 1 to {MAX_CREDENTIAL_LEN} bytes")));
+                return Err(AdminError::Invalid(format!(
+                    "apiKey must be 1 to {MAX_CREDENTIAL_LEN} bytes"
+                )));
             }
             Some(key) => {
                 let sealed = self
@@ -417,7 +501,9 @@ impl Broker {
             app: app.to_string(),
             toolkit: req.toolkit.clone(),
             enabled: true,
-            api_base_url: req.api_base_url.or_else(|| existing.and_then(|r| r.api_base_url)),
+            api_base_url: req
+                .api_base_url
+                .or_else(|| existing.and_then(|r| r.api_base_url)),
             sealed_credential,
             updated_at: now_ms() / 1000,
         };
@@ -427,11 +513,11 @@ impl Broker {
 
     /// Disables a toolkit; its credential is kept for re-enabling.
     pub async fn disable(&self, app: &str, toolkit: &str) -> Result<(), AdminError> {
-        let mut record = self
-            .store
-            .get_toolkit(app, toolkit)
-            .await?
-            .ok_or_else(|| AdminError::NotFound(format!("toolkit `{toolkit}` is not configured for app `{app}`")))?;
+        let mut record = self.store.get_toolkit(app, toolkit).await?.ok_or_else(|| {
+            AdminError::NotFound(format!(
+                "toolkit `{toolkit}` is not configured for app `{app}`"
+            ))
+        })?;
         record.enabled = false;
         record.updated_at = now_ms() / 1000;
         self.store.put_toolkit(&record).await?;
@@ -454,7 +540,10 @@ impl Broker {
             toolkit: record.toolkit.clone(),
             enabled: record.enabled,
             has_credential: record.sealed_credential.is_some(),
-            api_base_url: record.api_base_url.clone().unwrap_or_else(|| connector.spec.api_base_url.clone()),
+            api_base_url: record
+                .api_base_url
+                .clone()
+                .unwrap_or_else(|| connector.spec.api_base_url.clone()),
             updated_at: record.updated_at,
         }
     }
@@ -468,9 +557,9 @@ impl Broker {
             )));
         }
         let compiled = Connector::compile(spec.clone())?;
-        self.policy
-            .check_url(&compiled.base_url)
-            .map_err(|e| AdminError::Invalid(format!("connector `{}` apiBaseUrl: {e}", spec.slug)))?;
+        self.policy.check_url(&compiled.base_url).map_err(|e| {
+            AdminError::Invalid(format!("connector `{}` apiBaseUrl: {e}", spec.slug))
+        })?;
         // Check tool names against the app's other connectors and built-ins.
         let mut trial = Catalog::default();
         for other in self.store.list_connectors(app).await? {
@@ -482,7 +571,9 @@ impl Broker {
         }
         for name in compiled.tools.keys() {
             if self.builtin.tool(name).is_some() {
-                return Err(AdminError::Invalid(format!("tool `{name}` is a built-in tool name")));
+                return Err(AdminError::Invalid(format!(
+                    "tool `{name}` is a built-in tool name"
+                )));
             }
         }
         trial.insert(compiled)?;
@@ -494,7 +585,9 @@ impl Broker {
     /// Removes a custom connector.
     pub async fn delete_connector(&self, app: &str, slug: &str) -> Result<(), AdminError> {
         if !self.store.delete_connector(app, slug).await? {
-            return Err(AdminError::NotFound(format!("no custom connector `{slug}` in app `{app}`")));
+            return Err(AdminError::NotFound(format!(
+                "no custom connector `{slug}` in app `{app}`"
+            )));
         }
         self.invalidate(app);
         Ok(())
@@ -515,11 +608,27 @@ mod tests {
     #[test]
     fn params_are_bounded() {
         assert!(parse_params("").unwrap().is_empty());
-        assert!(matches!(parse_params("[1]"), Err(ToolError::InvalidParams(_))));
-        assert!(matches!(parse_params("{"), Err(ToolError::InvalidParams(_))));
+        assert!(matches!(
+            parse_params("[1]"),
+            Err(ToolError::InvalidParams(_))
+        ));
+        assert!(matches!(
+            parse_params("{"),
+            Err(ToolError::InvalidParams(_))
+        ));
         let deep = format!("{{\"a\":{}1{}}}", "[".repeat(40), "]".repeat(40));
-        assert!(parse_params(&deep).unwrap_err().to_string().contains("deeper"));
+        assert!(
+            parse_params(&deep)
+                .unwrap_err()
+                .to_string()
+                .contains("deeper")
+        );
         let big = format!("{{\"a\":\"{}\"}}", "x".repeat(MAX_PARAMS_BYTES));
-        assert!(parse_params(&big).unwrap_err().to_string().contains("limit"));
+        assert!(
+            parse_params(&big)
+                .unwrap_err()
+                .to_string()
+                .contains("limit")
+        );
     }
 }

@@ -152,7 +152,11 @@ impl Tool {
             None => Ok(()),
             Some(err) => {
                 let at = err.instance_path().to_string();
-                let at = if at.is_empty() { "params".to_string() } else { format!("params{at}") };
+                let at = if at.is_empty() {
+                    "params".to_string()
+                } else {
+                    format!("params{at}")
+                };
                 Err(format!("{at}: {err}"))
             }
         }
@@ -173,28 +177,48 @@ pub struct Connector {
 impl Connector {
     /// Validates a definition and compiles its schemas.
     pub fn compile(spec: ConnectorSpec) -> Result<Self, CatalogError> {
-        let fail = |message: String| CatalogError { connector: spec.slug.clone(), message };
+        let fail = |message: String| CatalogError {
+            connector: spec.slug.clone(),
+            message,
+        };
         let slug_ok = !spec.slug.is_empty()
             && spec.slug.len() <= MAX_SLUG_LEN
-            && spec.slug.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-            && spec.slug.bytes().next().is_some_and(|b| b.is_ascii_lowercase());
+            && spec
+                .slug
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+            && spec
+                .slug
+                .bytes()
+                .next()
+                .is_some_and(|b| b.is_ascii_lowercase());
         if !slug_ok {
             return Err(fail(format!(
                 "slug must be 1-{MAX_SLUG_LEN} characters of a-z, 0-9 and _, starting with a letter"
             )));
         }
-        let base_url = url::Url::parse(&spec.api_base_url)
-            .map_err(|e| fail(format!("apiBaseUrl `{}` is not a URL: {e}", spec.api_base_url)))?;
+        let base_url = url::Url::parse(&spec.api_base_url).map_err(|e| {
+            fail(format!(
+                "apiBaseUrl `{}` is not a URL: {e}",
+                spec.api_base_url
+            ))
+        })?;
         if !matches!(base_url.scheme(), "https" | "http") || base_url.host_str().is_none() {
-            return Err(fail("apiBaseUrl must be an absolute https URL with a host".into()));
+            return Err(fail(
+                "apiBaseUrl must be an absolute https URL with a host".into(),
+            ));
         }
         if !base_url.username().is_empty() || base_url.password().is_some() {
-            return Err(fail("apiBaseUrl must not contain credentials; configure them instead".into()));
+            return Err(fail(
+                "apiBaseUrl must not contain credentials; configure them instead".into(),
+            ));
         }
         if let AuthScheme::Header { name, .. } = &spec.auth
             && http::HeaderName::from_bytes(name.as_bytes()).is_err()
         {
-            return Err(fail(format!("auth header name `{name}` is not a valid header name")));
+            return Err(fail(format!(
+                "auth header name `{name}` is not a valid header name"
+            )));
         }
         for (name, value) in &spec.headers {
             let bad_name = http::HeaderName::from_bytes(name.as_bytes()).is_err();
@@ -214,40 +238,71 @@ impl Connector {
             let tool_fail = |m: String| fail(format!("tool `{}`: {m}", tool.name));
             let name_ok = tool.name.starts_with(&prefix)
                 && tool.name.len() > prefix.len()
-                && tool.name.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_');
+                && tool
+                    .name
+                    .bytes()
+                    .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_');
             if !name_ok {
-                return Err(tool_fail(format!("name must be upper case A-Z, 0-9, _ and start with `{prefix}`")));
+                return Err(tool_fail(format!(
+                    "name must be upper case A-Z, 0-9, _ and start with `{prefix}`"
+                )));
             }
             let path_params = parse_path(&tool.path).map_err(&tool_fail)?;
             let validator = jsonschema::validator_for(&tool.parameters)
                 .map_err(|e| tool_fail(format!("parameters is not a valid JSON Schema: {e}")))?;
-            let compiled = Tool { spec: tool.clone(), path_params, validator };
-            if tools.insert(tool.name.clone(), Arc::new(compiled)).is_some() {
+            let compiled = Tool {
+                spec: tool.clone(),
+                path_params,
+                validator,
+            };
+            if tools
+                .insert(tool.name.clone(), Arc::new(compiled))
+                .is_some()
+            {
                 return Err(tool_fail("declared twice".into()));
             }
         }
-        Ok(Self { spec, base_url, tools })
+        Ok(Self {
+            spec,
+            base_url,
+            tools,
+        })
     }
 }
 
 /// Headers that carry credentials: never declared in a catalog, never set by
 /// a guest.
 pub fn is_credential_header(name: &str) -> bool {
-    ["authorization", "proxy-authorization", "cookie", "x-api-key", "host"]
-        .iter()
-        .any(|h| name.eq_ignore_ascii_case(h))
+    [
+        "authorization",
+        "proxy-authorization",
+        "cookie",
+        "x-api-key",
+        "host",
+    ]
+    .iter()
+    .any(|h| name.eq_ignore_ascii_case(h))
 }
 
 /// Extracts `{name}` placeholders from a tool path and checks its shape.
 fn parse_path(path: &str) -> Result<Vec<String>, String> {
-    if !path.starts_with('/') || path.contains("://") || path.contains("..") || path.contains('?') || path.contains('#') {
-        return Err(format!("path `{path}` must start with `/` and contain no scheme, `..`, query or fragment"));
+    if !path.starts_with('/')
+        || path.contains("://")
+        || path.contains("..")
+        || path.contains('?')
+        || path.contains('#')
+    {
+        return Err(format!(
+            "path `{path}` must start with `/` and contain no scheme, `..`, query or fragment"
+        ));
     }
     let mut params = Vec::new();
     let mut rest = path;
     while let Some(open) = rest.find('{') {
         let after = rest.get(open + 1..).unwrap_or_default();
-        let close = after.find('}').ok_or_else(|| format!("path `{path}` has an unclosed `{{`"))?;
+        let close = after
+            .find('}')
+            .ok_or_else(|| format!("path `{path}` has an unclosed `{{`"))?;
         let name = after.get(..close).unwrap_or_default();
         if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
             return Err(format!("path `{path}` has a bad placeholder `{{{name}}}`"));
@@ -273,11 +328,16 @@ impl Catalog {
     pub fn builtin() -> Result<Self, CatalogError> {
         let mut catalog = Catalog::default();
         for (file, text) in BUILTIN_CONNECTORS {
-            let spec: ConnectorSpec = serde_json::from_str(text)
-                .map_err(|e| CatalogError { connector: (*file).to_string(), message: e.to_string() })?;
+            let spec: ConnectorSpec = serde_json::from_str(text).map_err(|e| CatalogError {
+                connector: (*file).to_string(),
+                message: e.to_string(),
+            })?;
             let expected = format!("{}.json", spec.slug);
             if *file != expected {
-                return Err(CatalogError { connector: (*file).to_string(), message: format!("file must be named {expected}") });
+                return Err(CatalogError {
+                    connector: (*file).to_string(),
+                    message: format!("file must be named {expected}"),
+                });
             }
             catalog.insert(Connector::compile(spec)?)?;
         }
@@ -288,11 +348,17 @@ impl Catalog {
     pub fn insert(&mut self, connector: Connector) -> Result<(), CatalogError> {
         let slug = connector.spec.slug.clone();
         if self.connectors.contains_key(&slug) {
-            return Err(CatalogError { connector: slug, message: "a connector with this slug already exists".into() });
+            return Err(CatalogError {
+                connector: slug,
+                message: "a connector with this slug already exists".into(),
+            });
         }
         for name in connector.tools.keys() {
             if self.tool_index.contains_key(name) {
-                return Err(CatalogError { connector: slug, message: format!("tool `{name}` already exists") });
+                return Err(CatalogError {
+                    connector: slug,
+                    message: format!("tool `{name}` already exists"),
+                });
             }
         }
         for name in connector.tools.keys() {
@@ -337,11 +403,16 @@ mod tests {
     fn validation_names_the_field() {
         let catalog = Catalog::builtin().unwrap();
         let (_, t) = catalog.tool("GITHUB_CREATE_ISSUE").unwrap();
-        let err = t.validate(&serde_json::json!({"owner": "o", "repo": "r", "title": 5})).unwrap_err();
+        let err = t
+            .validate(&serde_json::json!({"owner": "o", "repo": "r", "title": 5}))
+            .unwrap_err();
         assert!(err.contains("/title"), "{err}");
-        let err = t.validate(&serde_json::json!({"owner": "o", "repo": "r"})).unwrap_err();
+        let err = t
+            .validate(&serde_json::json!({"owner": "o", "repo": "r"}))
+            .unwrap_err();
         assert!(err.contains("title"), "{err}");
-        t.validate(&serde_json::json!({"owner": "o", "repo": "r", "title": "t"})).unwrap();
+        t.validate(&serde_json::json!({"owner": "o", "repo": "r", "title": "t"}))
+            .unwrap();
     }
 
     #[test]
@@ -369,6 +440,11 @@ mod tests {
         assert!(Connector::compile(s).is_err());
         let mut s = base();
         s.tools[0].parameters = serde_json::json!({"type": 12});
-        assert!(Connector::compile(s).unwrap_err().message.contains("JSON Schema"));
+        assert!(
+            Connector::compile(s)
+                .unwrap_err()
+                .message
+                .contains("JSON Schema")
+        );
     }
 }

@@ -54,7 +54,9 @@ pub struct MasterKey {
 
 impl std::fmt::Debug for MasterKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MasterKey").field("id", &hex::encode(self.id)).finish_non_exhaustive()
+        f.debug_struct("MasterKey")
+            .field("id", &hex::encode(self.id))
+            .finish_non_exhaustive()
     }
 }
 
@@ -62,10 +64,15 @@ impl MasterKey {
     /// Builds a key from 32 raw bytes. Its id is derived from the key, so the
     /// same key always has the same id and the id reveals nothing usable.
     pub fn from_bytes(bytes: &[u8; 32]) -> Self {
-        let digest = Sha256::new_with_prefix(b"runtime master key id").chain_update(bytes).finalize();
+        let digest = Sha256::new_with_prefix(b"runtime master key id")
+            .chain_update(bytes)
+            .finalize();
         let mut id = [0u8; KEY_ID_LEN];
         id.copy_from_slice(digest.get(..KEY_ID_LEN).unwrap_or(&[0; KEY_ID_LEN]));
-        Self { id, cipher: XChaCha20Poly1305::new(bytes.into()) }
+        Self {
+            id,
+            cipher: XChaCha20Poly1305::new(bytes.into()),
+        }
     }
 
     /// Parses a key given as 64 hex characters (surrounding whitespace ignored).
@@ -90,11 +97,15 @@ impl MasterKey {
                 let mut bytes = Zeroizing::new([0u8; 32]);
                 rand::rng().fill_bytes(bytes.as_mut());
                 let text = Zeroizing::new(hex::encode(bytes.as_ref()));
-                write_private_file(path, text.as_bytes())
-                    .map_err(|e| CryptoError::Key(format!("cannot create {}: {e}", path.display())))?;
+                write_private_file(path, text.as_bytes()).map_err(|e| {
+                    CryptoError::Key(format!("cannot create {}: {e}", path.display()))
+                })?;
                 Ok((Self::from_bytes(&bytes), true))
             }
-            Err(e) => Err(CryptoError::Key(format!("cannot read {}: {e}", path.display()))),
+            Err(e) => Err(CryptoError::Key(format!(
+                "cannot read {}: {e}",
+                path.display()
+            ))),
         }
     }
 
@@ -109,7 +120,13 @@ impl MasterKey {
         rand::rng().fill_bytes(&mut nonce);
         let ct = self
             .cipher
-            .encrypt(XNonce::from_slice(&nonce), Payload { msg: plaintext, aad })
+            .encrypt(
+                XNonce::from_slice(&nonce),
+                Payload {
+                    msg: plaintext,
+                    aad,
+                },
+            )
             .map_err(|_| CryptoError::Malformed)?;
         let mut out = Vec::with_capacity(HEADER_LEN + ct.len());
         out.extend_from_slice(VERSION);
@@ -121,15 +138,21 @@ impl MasterKey {
 
     /// Opens a value sealed by [`MasterKey::seal`] with the same `aad`.
     pub fn open(&self, sealed: &[u8], aad: &[u8]) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
-        let (version, rest) = sealed.split_at_checked(VERSION.len()).ok_or(CryptoError::Malformed)?;
+        let (version, rest) = sealed
+            .split_at_checked(VERSION.len())
+            .ok_or(CryptoError::Malformed)?;
         if version != VERSION {
             return Err(CryptoError::Malformed);
         }
-        let (id, rest) = rest.split_at_checked(KEY_ID_LEN).ok_or(CryptoError::Malformed)?;
+        let (id, rest) = rest
+            .split_at_checked(KEY_ID_LEN)
+            .ok_or(CryptoError::Malformed)?;
         if id != self.id {
             return Err(CryptoError::UnknownKey(hex::encode(id)));
         }
-        let (nonce, ct) = rest.split_at_checked(NONCE_LEN).ok_or(CryptoError::Malformed)?;
+        let (nonce, ct) = rest
+            .split_at_checked(NONCE_LEN)
+            .ok_or(CryptoError::Malformed)?;
         self.cipher
             .decrypt(XNonce::from_slice(nonce), Payload { msg: ct, aad })
             .map(Zeroizing::new)
@@ -157,7 +180,11 @@ impl MasterKey {
     /// Verifies a stored key check value.
     pub fn verify_check(&self, stored: &[u8]) -> Result<(), CryptoError> {
         let opened = self.open(stored, KEY_CHECK_AAD)?;
-        if opened.as_slice() == KEY_CHECK_PLAINTEXT { Ok(()) } else { Err(CryptoError::Tampered) }
+        if opened.as_slice() == KEY_CHECK_PLAINTEXT {
+            Ok(())
+        } else {
+            Err(CryptoError::Tampered)
+        }
     }
 }
 
@@ -199,14 +226,23 @@ mod tests {
         let k = key(7);
         let sealed = k.seal(b"token", b"app\0conn\0access").unwrap();
         assert!(!sealed.windows(5).any(|w| w == b"token"));
-        assert_eq!(k.open(&sealed, b"app\0conn\0access").unwrap().as_slice(), b"token");
-        assert!(matches!(k.open(&sealed, b"app\0other\0access"), Err(CryptoError::Tampered)));
+        assert_eq!(
+            k.open(&sealed, b"app\0conn\0access").unwrap().as_slice(),
+            b"token"
+        );
+        assert!(matches!(
+            k.open(&sealed, b"app\0other\0access"),
+            Err(CryptoError::Tampered)
+        ));
     }
 
     #[test]
     fn wrong_key_is_named_not_tampered() {
         let sealed = key(1).seal(b"x", b"a").unwrap();
-        assert!(matches!(key(2).open(&sealed, b"a"), Err(CryptoError::UnknownKey(_))));
+        assert!(matches!(
+            key(2).open(&sealed, b"a"),
+            Err(CryptoError::UnknownKey(_))
+        ));
         assert!(key(2).verify_check(&key(1).key_check().unwrap()).is_err());
         key(1).verify_check(&key(1).key_check().unwrap()).unwrap();
     }
@@ -218,7 +254,10 @@ mod tests {
         let last = sealed.len() - 1;
         sealed[last] ^= 1;
         assert!(matches!(k.open(&sealed, b"a"), Err(CryptoError::Tampered)));
-        assert!(matches!(k.open(&sealed[..10], b"a"), Err(CryptoError::Malformed)));
+        assert!(matches!(
+            k.open(&sealed[..10], b"a"),
+            Err(CryptoError::Malformed)
+        ));
     }
 
     #[test]
@@ -230,7 +269,10 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+            assert_eq!(
+                fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+                0o600
+            );
         }
         let (b, created) = MasterKey::load_or_create_file(&path).unwrap();
         assert!(!created);

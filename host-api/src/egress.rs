@@ -110,9 +110,13 @@ impl Resolve for GuardedResolver {
         let policy = self.policy;
         Box::pin(async move {
             let host = name.as_str().to_string();
-            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            let allowed: Vec<SocketAddr> =
-                addrs.iter().copied().filter(|a| policy.allow_private || !is_internal(a.ip())).collect();
+            let addrs: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let allowed: Vec<SocketAddr> = addrs
+                .iter()
+                .copied()
+                .filter(|a| policy.allow_private || !is_internal(a.ip()))
+                .collect();
             if allowed.is_empty() {
                 let msg = if addrs.is_empty() {
                     format!("{host} did not resolve")
@@ -133,7 +137,19 @@ mod tests {
 
     #[test]
     fn internal_addresses_are_recognised() {
-        for ip in ["127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254", "100.64.0.1", "0.0.0.0", "::1", "fe80::1", "fd00::1", "::ffff:127.0.0.1"] {
+        for ip in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "::1",
+            "fe80::1",
+            "fd00::1",
+            "::ffff:127.0.0.1",
+        ] {
             assert!(is_internal(ip.parse().unwrap()), "{ip}");
         }
         for ip in ["140.82.112.6", "8.8.8.8", "2606:4700::1111"] {
@@ -144,12 +160,36 @@ mod tests {
     #[test]
     fn urls_are_checked_before_connecting() {
         let strict = EgressPolicy::default();
-        assert!(strict.check_url(&"https://api.github.com/x".parse().unwrap()).is_ok());
-        assert!(strict.check_url(&"http://api.github.com/x".parse().unwrap()).is_err());
-        assert!(strict.check_url(&"https://127.0.0.1/x".parse().unwrap()).is_err());
-        assert!(strict.check_url(&"https://[::1]/x".parse().unwrap()).is_err());
-        let open = EgressPolicy { allow_private: true };
-        assert!(open.check_url(&"http://127.0.0.1:8080/x".parse().unwrap()).is_ok());
-        assert!(open.check_url(&"ftp://127.0.0.1/x".parse().unwrap()).is_err());
+        assert!(
+            strict
+                .check_url(&"https://api.github.com/x".parse().unwrap())
+                .is_ok()
+        );
+        assert!(
+            strict
+                .check_url(&"http://api.github.com/x".parse().unwrap())
+                .is_err()
+        );
+        assert!(
+            strict
+                .check_url(&"https://127.0.0.1/x".parse().unwrap())
+                .is_err()
+        );
+        assert!(
+            strict
+                .check_url(&"https://[::1]/x".parse().unwrap())
+                .is_err()
+        );
+        let open = EgressPolicy {
+            allow_private: true,
+        };
+        assert!(
+            open.check_url(&"http://127.0.0.1:8080/x".parse().unwrap())
+                .is_ok()
+        );
+        assert!(
+            open.check_url(&"ftp://127.0.0.1/x".parse().unwrap())
+                .is_err()
+        );
     }
 }

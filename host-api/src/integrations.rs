@@ -47,7 +47,11 @@ pub struct IntegrationsCtx {
 impl IntegrationsCtx {
     /// State for one invocation acting as `invocation`.
     pub fn new(broker: Arc<Broker>, invocation: Arc<Invocation>) -> Self {
-        Self { broker, invocation, live_users: 0 }
+        Self {
+            broker,
+            invocation,
+            live_users: 0,
+        }
     }
 }
 
@@ -87,22 +91,38 @@ impl From<ToolError> for wit::Error {
             ToolError::RateLimited { retry_after_ms } => wit::Error::RateLimited(retry_after_ms),
             ToolError::Denied(m) => wit::Error::Denied(m),
             ToolError::InvalidParams(m) => wit::Error::InvalidParams(m),
-            ToolError::Upstream { status, body } => wit::Error::Upstream(wit::UpstreamError { status, body }),
+            ToolError::Upstream { status, body } => {
+                wit::Error::Upstream(wit::UpstreamError { status, body })
+            }
             ToolError::Unavailable(m) => wit::Error::Unavailable(m),
         }
     }
 }
 
 impl IntegrationsView<'_> {
-    async fn run(&mut self, tool: &str, params: &str, as_user: Option<&str>) -> Result<String, wit::Error> {
-        let outcome = self.ctx.broker.execute(&self.ctx.invocation, tool, params, as_user).await;
+    async fn run(
+        &mut self,
+        tool: &str,
+        params: &str,
+        as_user: Option<&str>,
+    ) -> Result<String, wit::Error> {
+        let outcome = self
+            .ctx
+            .broker
+            .execute(&self.ctx.invocation, tool, params, as_user)
+            .await;
         let value = outcome.result?;
-        serde_json::to_string(&value).map_err(|e| wit::Error::Unavailable(format!("result encoding: {e}")))
+        serde_json::to_string(&value)
+            .map_err(|e| wit::Error::Unavailable(format!("result encoding: {e}")))
     }
 }
 
 impl wit::Host for IntegrationsView<'_> {
-    async fn execute(&mut self, tool: String, params_json: String) -> wasmtime::Result<Result<String, wit::Error>> {
+    async fn execute(
+        &mut self,
+        tool: String,
+        params_json: String,
+    ) -> wasmtime::Result<Result<String, wit::Error>> {
         Ok(self.run(&tool, &params_json, None).await)
     }
 
@@ -117,13 +137,22 @@ impl wit::Host for IntegrationsView<'_> {
     }
 
     async fn list_tools(&mut self) -> wasmtime::Result<Vec<wit::ToolInfo>> {
-        let tools = self.ctx.broker.list_tools(&self.ctx.invocation).await.unwrap_or_else(|e| {
-            tracing::error!(error = %e, "list-tools failed");
-            Vec::new()
-        });
+        let tools = self
+            .ctx
+            .broker
+            .list_tools(&self.ctx.invocation)
+            .await
+            .unwrap_or_else(|e| {
+                tracing::error!(error = %e, "list-tools failed");
+                Vec::new()
+            });
         Ok(tools
             .into_iter()
-            .map(|t| wit::ToolInfo { name: t.name, toolkit: t.toolkit, description: t.description })
+            .map(|t| wit::ToolInfo {
+                name: t.name,
+                toolkit: t.toolkit,
+                description: t.description,
+            })
             .collect())
     }
 }

@@ -105,7 +105,8 @@ impl Limits {
 
     /// The memory cap in effect, in bytes.
     pub fn memory_bytes(&self) -> usize {
-        usize::try_from(self.memory_mb.unwrap_or(DEFAULT_MEMORY_MB) * 1024 * 1024).unwrap_or(usize::MAX)
+        usize::try_from(self.memory_mb.unwrap_or(DEFAULT_MEMORY_MB) * 1024 * 1024)
+            .unwrap_or(usize::MAX)
     }
 
     /// The concurrency cap in effect.
@@ -121,17 +122,23 @@ impl Manifest {
         if let Some(t) = l.timeout_ms
             && !(1..=MAX_TIMEOUT_MS).contains(&t)
         {
-            return Err(format!("limits.timeoutMs must be between 1 and {MAX_TIMEOUT_MS}, got {t}"));
+            return Err(format!(
+                "limits.timeoutMs must be between 1 and {MAX_TIMEOUT_MS}, got {t}"
+            ));
         }
         if let Some(m) = l.memory_mb
             && !(1..=MAX_MEMORY_MB).contains(&m)
         {
-            return Err(format!("limits.memoryMb must be between 1 and {MAX_MEMORY_MB}, got {m}"));
+            return Err(format!(
+                "limits.memoryMb must be between 1 and {MAX_MEMORY_MB}, got {m}"
+            ));
         }
         if let Some(c) = l.max_concurrency
             && !(1..=MAX_CONCURRENCY).contains(&c)
         {
-            return Err(format!("limits.maxConcurrency must be between 1 and {MAX_CONCURRENCY}, got {c}"));
+            return Err(format!(
+                "limits.maxConcurrency must be between 1 and {MAX_CONCURRENCY}, got {c}"
+            ));
         }
         Ok(())
     }

@@ -127,7 +127,11 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn put_app(&self, app: &AppRecord) -> Result<(), StoreError>;
 
     /// The current version of a function.
-    async fn get_function(&self, app: &str, name: &str) -> Result<Option<FunctionRecord>, StoreError>;
+    async fn get_function(
+        &self,
+        app: &str,
+        name: &str,
+    ) -> Result<Option<FunctionRecord>, StoreError>;
     /// Current versions of all functions, optionally of one app.
     async fn list_functions(&self, app: Option<&str>) -> Result<Vec<FunctionRecord>, StoreError>;
     /// Makes `record` the current version.
@@ -136,7 +140,11 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn delete_function(&self, app: &str, name: &str) -> Result<bool, StoreError>;
 
     /// An app's configuration of a toolkit.
-    async fn get_toolkit(&self, app: &str, toolkit: &str) -> Result<Option<ToolkitRecord>, StoreError>;
+    async fn get_toolkit(
+        &self,
+        app: &str,
+        toolkit: &str,
+    ) -> Result<Option<ToolkitRecord>, StoreError>;
     /// All toolkit configurations of an app.
     async fn list_toolkits(&self, app: &str) -> Result<Vec<ToolkitRecord>, StoreError>;
     /// Creates or replaces a toolkit configuration.
@@ -180,11 +188,17 @@ fn prefix(app: &str) -> Vec<u8> {
 }
 
 fn decode<T: DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T, StoreError> {
-    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt { what, detail: e.to_string() })
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
+        what,
+        detail: e.to_string(),
+    })
 }
 
 fn encode<T: Serialize>(what: &'static str, value: &T) -> Result<Vec<u8>, StoreError> {
-    serde_json::to_vec(value).map_err(|e| StoreError::Corrupt { what, detail: e.to_string() })
+    serde_json::to_vec(value).map_err(|e| StoreError::Corrupt {
+        what,
+        detail: e.to_string(),
+    })
 }
 
 impl SledStore {
@@ -207,8 +221,14 @@ impl SledStore {
         Ok(())
     }
 
-    fn scan<T: DeserializeOwned>(tree: &sled::Tree, what: &'static str, p: &[u8]) -> Result<Vec<T>, StoreError> {
-        tree.scan_prefix(p).map(|item| decode(what, &item?.1)).collect()
+    fn scan<T: DeserializeOwned>(
+        tree: &sled::Tree,
+        what: &'static str,
+        p: &[u8],
+    ) -> Result<Vec<T>, StoreError> {
+        tree.scan_prefix(p)
+            .map(|item| decode(what, &item?.1))
+            .collect()
     }
 }
 
@@ -232,8 +252,15 @@ impl Store for SledStore {
         self.flush().await
     }
 
-    async fn get_function(&self, app: &str, name: &str) -> Result<Option<FunctionRecord>, StoreError> {
-        self.functions.get(key(app, name))?.map(|v| decode("function", &v)).transpose()
+    async fn get_function(
+        &self,
+        app: &str,
+        name: &str,
+    ) -> Result<Option<FunctionRecord>, StoreError> {
+        self.functions
+            .get(key(app, name))?
+            .map(|v| decode("function", &v))
+            .transpose()
     }
 
     async fn list_functions(&self, app: Option<&str>) -> Result<Vec<FunctionRecord>, StoreError> {
@@ -242,7 +269,8 @@ impl Store for SledStore {
     }
 
     async fn put_function(&self, record: &FunctionRecord) -> Result<(), StoreError> {
-        self.functions.insert(key(&record.app, &record.name), encode("function", record)?)?;
+        self.functions
+            .insert(key(&record.app, &record.name), encode("function", record)?)?;
         self.flush().await
     }
 
@@ -252,8 +280,15 @@ impl Store for SledStore {
         Ok(existed)
     }
 
-    async fn get_toolkit(&self, app: &str, toolkit: &str) -> Result<Option<ToolkitRecord>, StoreError> {
-        self.toolkits.get(key(app, toolkit))?.map(|v| decode("toolkit", &v)).transpose()
+    async fn get_toolkit(
+        &self,
+        app: &str,
+        toolkit: &str,
+    ) -> Result<Option<ToolkitRecord>, StoreError> {
+        self.toolkits
+            .get(key(app, toolkit))?
+            .map(|v| decode("toolkit", &v))
+            .transpose()
     }
 
     async fn list_toolkits(&self, app: &str) -> Result<Vec<ToolkitRecord>, StoreError> {
@@ -261,7 +296,10 @@ impl Store for SledStore {
     }
 
     async fn put_toolkit(&self, record: &ToolkitRecord) -> Result<(), StoreError> {
-        self.toolkits.insert(key(&record.app, &record.toolkit), encode("toolkit", record)?)?;
+        self.toolkits.insert(
+            key(&record.app, &record.toolkit),
+            encode("toolkit", record)?,
+        )?;
         self.flush().await
     }
 
@@ -270,7 +308,8 @@ impl Store for SledStore {
     }
 
     async fn put_connector(&self, app: &str, spec: &ConnectorSpec) -> Result<(), StoreError> {
-        self.connectors.insert(key(app, &spec.slug), encode("connector", spec)?)?;
+        self.connectors
+            .insert(key(app, &spec.slug), encode("connector", spec)?)?;
         self.flush().await
     }
 

@@ -26,7 +26,11 @@ const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(1);
 
 /// Characters escaped in a path segment: everything but unreserved ones, so
 /// `/`, `?`, `#` and `..` in a parameter cannot change the path.
-const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
 
 /// One provider request, ready to send.
 #[derive(Debug)]
@@ -40,7 +44,11 @@ pub struct PreparedRequest {
 }
 
 /// Builds the provider request for `tool` with `params` against `base_url`.
-pub fn prepare(tool: &Tool, base_url: &url::Url, params: &Map<String, Value>) -> Result<PreparedRequest, ToolError> {
+pub fn prepare(
+    tool: &Tool,
+    base_url: &url::Url,
+    params: &Map<String, Value>,
+) -> Result<PreparedRequest, ToolError> {
     let mut rest = params.clone();
     let mut path = String::new();
     let mut template = tool.spec.path.as_str();
@@ -49,12 +57,16 @@ pub fn prepare(tool: &Tool, base_url: &url::Url, params: &Map<String, Value>) ->
         let after = template.get(open + 1..).unwrap_or_default();
         let close = after.find('}').unwrap_or(after.len());
         let name = after.get(..close).unwrap_or_default();
-        let value = rest
-            .remove(name)
-            .ok_or_else(|| ToolError::InvalidParams(format!("params.{name} is required (it is part of the URL path)")))?;
+        let value = rest.remove(name).ok_or_else(|| {
+            ToolError::InvalidParams(format!(
+                "params.{name} is required (it is part of the URL path)"
+            ))
+        })?;
         let text = scalar_text(name, &value)?;
         if text.is_empty() || text == "." || text == ".." {
-            return Err(ToolError::InvalidParams(format!("params.{name} must be a non-empty path segment")));
+            return Err(ToolError::InvalidParams(format!(
+                "params.{name} must be a non-empty path segment"
+            )));
         }
         path.push_str(&utf8_percent_encode(&text, SEGMENT).to_string());
         template = after.get(close + 1..).unwrap_or_default();
@@ -71,7 +83,12 @@ pub fn prepare(tool: &Tool, base_url: &url::Url, params: &Map<String, Value>) ->
     let query_keys: Vec<String> = if method.params_in_query() {
         rest.keys().cloned().collect()
     } else {
-        tool.spec.query.iter().filter(|k| rest.contains_key(*k)).cloned().collect()
+        tool.spec
+            .query
+            .iter()
+            .filter(|k| rest.contains_key(*k))
+            .cloned()
+            .collect()
     };
     if !query_keys.is_empty() {
         let mut pairs = url.query_pairs_mut();
@@ -91,8 +108,16 @@ pub fn prepare(tool: &Tool, base_url: &url::Url, params: &Map<String, Value>) ->
             }
         }
     }
-    let body = if method.params_in_query() || rest.is_empty() { None } else { Some(Value::Object(rest)) };
-    Ok(PreparedRequest { method: method.as_http(), url, body })
+    let body = if method.params_in_query() || rest.is_empty() {
+        None
+    } else {
+        Some(Value::Object(rest))
+    };
+    Ok(PreparedRequest {
+        method: method.as_http(),
+        url,
+        body,
+    })
 }
 
 fn scalar_text(name: &str, value: &Value) -> Result<String, ToolError> {
@@ -100,7 +125,9 @@ fn scalar_text(name: &str, value: &Value) -> Result<String, ToolError> {
         Value::String(s) => Ok(s.clone()),
         Value::Number(n) => Ok(n.to_string()),
         Value::Bool(b) => Ok(b.to_string()),
-        _ => Err(ToolError::InvalidParams(format!("params.{name} must be a string, number or boolean"))),
+        _ => Err(ToolError::InvalidParams(format!(
+            "params.{name} must be a string, number or boolean"
+        ))),
     }
 }
 
@@ -120,7 +147,9 @@ pub async fn send(
     }
     builder = match &connector.spec.auth {
         AuthScheme::Bearer => builder.bearer_auth(credential.expose()),
-        AuthScheme::Header { name, prefix } => builder.header(name, format!("{prefix}{}", credential.expose())),
+        AuthScheme::Header { name, prefix } => {
+            builder.header(name, format!("{prefix}{}", credential.expose()))
+        }
     };
     if let Some(body) = &request.body {
         builder = builder.json(body);
@@ -158,7 +187,10 @@ pub async fn send(
             }
             Ok(None) => break,
             Err(_) => {
-                return Err(ToolError::Unavailable(format!("{}: response was cut off", connector.spec.display_name)));
+                return Err(ToolError::Unavailable(format!(
+                    "{}: response was cut off",
+                    connector.spec.display_name
+                )));
             }
         }
     }
@@ -172,13 +204,17 @@ pub async fn send(
     }
     match status.as_u16() {
         429 => Err(ToolError::RateLimited {
-            retry_after_ms: u64::try_from(retry_after.unwrap_or(DEFAULT_RETRY_AFTER).as_millis()).unwrap_or(u64::MAX),
+            retry_after_ms: u64::try_from(retry_after.unwrap_or(DEFAULT_RETRY_AFTER).as_millis())
+                .unwrap_or(u64::MAX),
         }),
         401 => Err(ToolError::NeedsReconnect(format!(
             "{} rejected the stored credential (401); an admin must update it",
             connector.spec.display_name
         ))),
-        code => Err(ToolError::Upstream { status: code, body: truncate(&text, MAX_ERROR_BODY) }),
+        code => Err(ToolError::Upstream {
+            status: code,
+            body: truncate(&text, MAX_ERROR_BODY),
+        }),
     }
 }
 
@@ -217,7 +253,12 @@ mod tests {
     fn path_params_are_encoded_and_cannot_move_the_request() {
         let catalog = Catalog::builtin().unwrap();
         let (c, t) = catalog.tool("GITHUB_CREATE_ISSUE").unwrap();
-        let req = prepare(t, &c.base_url, &map(json!({"owner": "a/../../x?y#", "repo": "r", "title": "t"}))).unwrap();
+        let req = prepare(
+            t,
+            &c.base_url,
+            &map(json!({"owner": "a/../../x?y#", "repo": "r", "title": "t"})),
+        )
+        .unwrap();
         assert_eq!(req.url.host_str(), Some("api.github.com"));
         assert_eq!(req.url.path(), "/repos/a%2F..%2F..%2Fx%3Fy%23/r/issues");
         assert_eq!(req.body, Some(json!({"title": "t"})));
@@ -232,8 +273,16 @@ mod tests {
         let catalog = Catalog::builtin().unwrap();
         let (_, t) = catalog.tool("GITHUB_LIST_ISSUES").unwrap();
         let base: url::Url = "https://ghe.example.com/api/v3/".parse().unwrap();
-        let req = prepare(t, &base, &map(json!({"owner": "o", "repo": "r", "state": "open", "per_page": 5}))).unwrap();
-        assert_eq!(req.url.as_str(), "https://ghe.example.com/api/v3/repos/o/r/issues?per_page=5&state=open");
+        let req = prepare(
+            t,
+            &base,
+            &map(json!({"owner": "o", "repo": "r", "state": "open", "per_page": 5})),
+        )
+        .unwrap();
+        assert_eq!(
+            req.url.as_str(),
+            "https://ghe.example.com/api/v3/repos/o/r/issues?per_page=5&state=open"
+        );
         assert!(req.body.is_none());
     }
 

@@ -4,16 +4,16 @@
 
 use std::sync::Arc;
 
+use axum::Json;
 use axum::extract::{Multipart, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use bytes::Bytes;
+use host_api::ToolError;
 use host_api::broker::{AdminError, ConfigureToolkit, Invocation, Principal};
 use host_api::catalog::ConnectorSpec;
 use host_api::manifest::Manifest;
 use host_api::store::{FunctionRecord, StoreError};
-use host_api::ToolError;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -36,7 +36,11 @@ pub struct ApiError {
 impl ApiError {
     /// Builds an error.
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into() }
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
     }
 
     /// 400 with a message.
@@ -52,14 +56,22 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(json!({ "error": { "code": self.code, "message": self.message } }))).into_response()
+        (
+            self.status,
+            Json(json!({ "error": { "code": self.code, "message": self.message } })),
+        )
+            .into_response()
     }
 }
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         tracing::error!(error = %e, "store error");
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "store_error", format!("{e}; check the server's disk and logs"))
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "store_error",
+            format!("{e}; check the server's disk and logs"),
+        )
     }
 }
 
@@ -69,7 +81,11 @@ impl From<AdminError> for ApiError {
             AdminError::Invalid(m) => ApiError::bad_request(m),
             AdminError::NotFound(m) => ApiError::not_found(m),
             AdminError::Store(s) => s.into(),
-            other => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", other.to_string()),
+            other => ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                other.to_string(),
+            ),
         }
     }
 }
@@ -88,21 +104,31 @@ impl From<RegistryError> for ApiError {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, d.to_string())
             }
             RegistryError::Store(s) => s.into(),
-            RegistryError::Internal(m) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", m),
+            RegistryError::Internal(m) => {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", m)
+            }
         }
     }
 }
 
 /// Checks the `Authorization: Bearer <admin key>` of a request for `app`.
-pub async fn require_admin(state: &AppState, headers: &HeaderMap, app: &str) -> Result<(), ApiError> {
+pub async fn require_admin(
+    state: &AppState,
+    headers: &HeaderMap,
+    app: &str,
+) -> Result<(), ApiError> {
     let unauthorized = |m: String| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", m);
     let presented = bearer(headers).ok_or_else(|| {
-        unauthorized(format!("missing admin key: send `Authorization: Bearer <admin key of app {app}>`"))
+        unauthorized(format!(
+            "missing admin key: send `Authorization: Bearer <admin key of app {app}>`"
+        ))
     })?;
     if apps::verify(state.store.as_ref(), app, presented).await? {
         Ok(())
     } else {
-        Err(unauthorized(format!("the admin key is not valid for app `{app}`")))
+        Err(unauthorized(format!(
+            "the admin key is not valid for app `{app}`"
+        )))
     }
 }
 
@@ -110,7 +136,9 @@ pub async fn require_admin(state: &AppState, headers: &HeaderMap, app: &str) -> 
 pub fn bearer(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then_some(token.trim())
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then_some(token.trim())
 }
 
 fn parse_json<T: serde::de::DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T, ApiError> {
@@ -135,13 +163,23 @@ pub async fn healthz() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
-async fn read_deploy_form(mut form: Multipart) -> Result<(Option<String>, Vec<u8>, Manifest), ApiError> {
+async fn read_deploy_form(
+    mut form: Multipart,
+) -> Result<(Option<String>, Vec<u8>, Manifest), ApiError> {
     let multipart_error = |e: axum::extract::multipart::MultipartError| {
         let status = e.status();
         if status == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(status, "too_large", format!("the component is larger than {MAX_COMPONENT_BYTES} bytes"))
+            ApiError::new(
+                status,
+                "too_large",
+                format!("the component is larger than {MAX_COMPONENT_BYTES} bytes"),
+            )
         } else {
-            ApiError::new(status, "bad_multipart", format!("multipart body: {}", e.body_text()))
+            ApiError::new(
+                status,
+                "bad_multipart",
+                format!("multipart body: {}", e.body_text()),
+            )
         }
     };
     let (mut name, mut component, mut manifest) = (None, None, None);
@@ -151,7 +189,9 @@ async fn read_deploy_form(mut form: Multipart) -> Result<(Option<String>, Vec<u8
             "manifest" => {
                 let bytes = field.bytes().await.map_err(multipart_error)?;
                 if bytes.len() > MAX_MANIFEST_BYTES {
-                    return Err(ApiError::bad_request(format!("manifest is larger than {MAX_MANIFEST_BYTES} bytes")));
+                    return Err(ApiError::bad_request(format!(
+                        "manifest is larger than {MAX_MANIFEST_BYTES} bytes"
+                    )));
                 }
                 manifest = Some(bytes);
             }
@@ -164,10 +204,14 @@ async fn read_deploy_form(mut form: Multipart) -> Result<(Option<String>, Vec<u8
         }
     }
     let component: Bytes = component.ok_or_else(|| {
-        ApiError::bad_request("multipart field `component` (the .wasm file) is required: curl -F component=@fn.wasm")
+        ApiError::bad_request(
+            "multipart field `component` (the .wasm file) is required: curl -F component=@fn.wasm",
+        )
     })?;
     let manifest: Manifest = match manifest {
-        Some(bytes) if !bytes.iter().all(u8::is_ascii_whitespace) => parse_json("manifest", &bytes)?,
+        Some(bytes) if !bytes.iter().all(u8::is_ascii_whitespace) => {
+            parse_json("manifest", &bytes)?
+        }
         _ => Manifest::default(),
     };
     Ok((name, component.to_vec(), manifest))
@@ -182,7 +226,10 @@ pub async fn deploy_named(
 ) -> Result<impl IntoResponse, ApiError> {
     require_admin(&state, &headers, &app).await?;
     let (_, component, manifest) = read_deploy_form(form).await?;
-    let record = state.registry.deploy(&app, &name, component, manifest).await?;
+    let record = state
+        .registry
+        .deploy(&app, &name, component, manifest)
+        .await?;
     tracing::info!(app = %app, function = %name, version = record.version, "deployed");
     Ok((StatusCode::OK, Json(function_json(&record))))
 }
@@ -196,8 +243,15 @@ pub async fn deploy(
 ) -> Result<impl IntoResponse, ApiError> {
     require_admin(&state, &headers, &app).await?;
     let (name, component, manifest) = read_deploy_form(form).await?;
-    let name = name.ok_or_else(|| ApiError::bad_request("multipart field `name` is required (or PUT /v1/{appId}/functions/{name})"))?;
-    let record = state.registry.deploy(&app, &name, component, manifest).await?;
+    let name = name.ok_or_else(|| {
+        ApiError::bad_request(
+            "multipart field `name` is required (or PUT /v1/{appId}/functions/{name})",
+        )
+    })?;
+    let record = state
+        .registry
+        .deploy(&app, &name, component, manifest)
+        .await?;
     Ok((StatusCode::OK, Json(function_json(&record))))
 }
 
@@ -209,7 +263,9 @@ pub async fn list_functions(
 ) -> Result<Json<Value>, ApiError> {
     require_admin(&state, &headers, &app).await?;
     let list = state.store.list_functions(Some(&app)).await?;
-    Ok(Json(json!({ "functions": list.iter().map(function_json).collect::<Vec<_>>() })))
+    Ok(Json(
+        json!({ "functions": list.iter().map(function_json).collect::<Vec<_>>() }),
+    ))
 }
 
 /// `GET /v1/{appId}/functions/{name}`.
@@ -237,7 +293,9 @@ pub async fn delete_function(
     if state.registry.remove(&app, &name).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {
-        Err(ApiError::not_found(format!("no function `{name}` in app `{app}`")))
+        Err(ApiError::not_found(format!(
+            "no function `{name}` in app `{app}`"
+        )))
     }
 }
 
@@ -272,7 +330,9 @@ pub async fn list_config(
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
     require_admin(&state, &headers, &app).await?;
-    Ok(Json(json!({ "toolkits": state.broker.list_configured(&app).await? })))
+    Ok(Json(
+        json!({ "toolkits": state.broker.list_configured(&app).await? }),
+    ))
 }
 
 /// Query of the catalog endpoints.
@@ -292,7 +352,11 @@ pub async fn available(
     require_admin(&state, &headers, &app).await?;
     let needle = q.search.unwrap_or_default().to_lowercase();
     let custom = state.store.list_connectors(&app).await?;
-    let builtin = state.broker.builtin().connectors().map(|c| (&c.spec, false));
+    let builtin = state
+        .broker
+        .builtin()
+        .connectors()
+        .map(|c| (&c.spec, false));
     let all: Vec<Value> = builtin
         .chain(custom.iter().map(|s| (s, true)))
         .filter(|(s, _)| {
@@ -312,7 +376,13 @@ pub async fn available(
 }
 
 fn admin_invocation(app: &str) -> Invocation {
-    Invocation { app: app.to_string(), function: None, principal: Principal::Admin, grants: None, allow_as_user: true }
+    Invocation {
+        app: app.to_string(),
+        function: None,
+        principal: Principal::Admin,
+        grants: None,
+        allow_as_user: true,
+    }
 }
 
 /// `GET /v1/{appId}/integrations/tools?toolkit=`.
@@ -337,7 +407,9 @@ pub async fn list_connectors(
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
     require_admin(&state, &headers, &app).await?;
-    Ok(Json(json!({ "connectors": state.store.list_connectors(&app).await? })))
+    Ok(Json(
+        json!({ "connectors": state.store.list_connectors(&app).await? }),
+    ))
 }
 
 /// `POST /v1/{appId}/integrations/connectors` (a connector definition).
@@ -378,20 +450,24 @@ pub struct ExecuteBody {
 
 /// A tool error as JSON, with its structured fields.
 pub fn tool_error_json(e: &ToolError) -> Value {
-    let mut v = json!({ "kind": e.kind(), "message": e.to_string() });
+    let mut v = serde_json::Map::new();
+    v.insert("kind".into(), json!(e.kind()));
+    v.insert("message".into(), json!(e.to_string()));
     match e {
         ToolError::InsufficientScope { missing, auth_url } => {
-            v["missing"] = json!(missing);
-            v["authUrl"] = json!(auth_url);
+            v.insert("missing".into(), json!(missing));
+            v.insert("authUrl".into(), json!(auth_url));
         }
-        ToolError::RateLimited { retry_after_ms } => v["retryAfterMs"] = json!(retry_after_ms),
+        ToolError::RateLimited { retry_after_ms } => {
+            v.insert("retryAfterMs".into(), json!(retry_after_ms));
+        }
         ToolError::Upstream { status, body } => {
-            v["status"] = json!(status);
-            v["body"] = json!(body);
+            v.insert("status".into(), json!(status));
+            v.insert("body".into(), json!(body));
         }
         _ => {}
     }
-    v
+    Value::Object(v)
 }
 
 /// `POST /v1/{appId}/integrations/execute` `{toolName, params, userId?}`.
@@ -403,11 +479,26 @@ pub async fn execute(
 ) -> Result<Json<Value>, ApiError> {
     require_admin(&state, &headers, &app).await?;
     let req: ExecuteBody = parse_json("body", &body)?;
-    let params = req.params.unwrap_or(Value::Object(Default::default())).to_string();
-    let outcome = state.broker.execute(&admin_invocation(&app), &req.tool_name, &params, req.user_id.as_deref()).await;
+    let params = req
+        .params
+        .unwrap_or(Value::Object(Default::default()))
+        .to_string();
+    let outcome = state
+        .broker
+        .execute(
+            &admin_invocation(&app),
+            &req.tool_name,
+            &params,
+            req.user_id.as_deref(),
+        )
+        .await;
     Ok(Json(match outcome.result {
-        Ok(data) => json!({ "successful": true, "data": data, "error": null, "logId": outcome.log_id }),
-        Err(e) => json!({ "successful": false, "data": null, "error": tool_error_json(&e), "logId": outcome.log_id }),
+        Ok(data) => {
+            json!({ "successful": true, "data": data, "error": null, "logId": outcome.log_id })
+        }
+        Err(e) => {
+            json!({ "successful": false, "data": null, "error": tool_error_json(&e), "logId": outcome.log_id })
+        }
     }))
 }
 
@@ -426,5 +517,7 @@ pub async fn logs(
 ) -> Result<Json<Value>, ApiError> {
     require_admin(&state, &headers, &app).await?;
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
-    Ok(Json(json!({ "logs": state.store.list_audit(&app, limit).await? })))
+    Ok(Json(
+        json!({ "logs": state.store.list_audit(&app, limit).await? }),
+    ))
 }

@@ -24,7 +24,11 @@ pub fn generate_key() -> String {
 /// Makes sure `app` exists. With `key` given, that key becomes its admin
 /// key; without, a new app gets a generated key, returned so it can be
 /// printed once. Returns `None` when nothing needs printing.
-pub async fn ensure_app(store: &dyn Store, app: &str, key: Option<&str>) -> Result<Option<String>, StoreError> {
+pub async fn ensure_app(
+    store: &dyn Store,
+    app: &str,
+    key: Option<&str>,
+) -> Result<Option<String>, StoreError> {
     let existing = store.get_app(app).await?;
     let (hashes, generated) = match (key, &existing) {
         (Some(k), Some(rec)) if rec.admin_key_hashes == [hash_key(k)] => return Ok(None),
@@ -35,10 +39,19 @@ pub async fn ensure_app(store: &dyn Store, app: &str, key: Option<&str>) -> Resu
             (vec![hash_key(&k)], Some(k))
         }
     };
-    let created_at = existing
-        .map(|r| r.created_at)
-        .unwrap_or_else(|| SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0));
-    store.put_app(&AppRecord { id: app.to_string(), admin_key_hashes: hashes, created_at }).await?;
+    let created_at = existing.map(|r| r.created_at).unwrap_or_else(|| {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0)
+    });
+    store
+        .put_app(&AppRecord {
+            id: app.to_string(),
+            admin_key_hashes: hashes,
+            created_at,
+        })
+        .await?;
     Ok(generated)
 }
 

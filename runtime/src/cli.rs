@@ -52,7 +52,9 @@ pub enum Command {
     #[command(after_help = "Example:\n  runtime serve --dev --listen 127.0.0.1:8080")]
     Serve(ServeArgs),
     /// Deploy a component (.wasm) as a function (a new version if it exists).
-    #[command(after_help = "Example:\n  runtime deploy target/wasm32-wasip2/release/bug_report.wasm --name bug-report --manifest functions/bug-report/manifest.json")]
+    #[command(
+        after_help = "Example:\n  runtime deploy target/wasm32-wasip2/release/bug_report.wasm --name bug-report --manifest functions/bug-report/manifest.json"
+    )]
     Deploy {
         /// The component file.
         file: PathBuf,
@@ -125,11 +127,12 @@ pub struct ServeArgs {
 }
 
 fn client(args: &ClientArgs) -> anyhow::Result<(reqwest::Client, String)> {
-    let key = args
-        .key
-        .clone()
-        .context("no admin key: pass --key or set RUNTIME_ADMIN_KEY (printed once when the app was created)")?;
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(300)).build()?;
+    let key = args.key.clone().context(
+        "no admin key: pass --key or set RUNTIME_ADMIN_KEY (printed once when the app was created)",
+    )?;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(300))
+        .build()?;
     Ok((client, key))
 }
 
@@ -139,7 +142,10 @@ async fn answer(response: reqwest::Response) -> anyhow::Result<Value> {
     if status.is_success() {
         return Ok(body);
     }
-    let message = body.pointer("/error/message").and_then(Value::as_str).unwrap_or("no message");
+    let message = body
+        .pointer("/error/message")
+        .and_then(Value::as_str)
+        .unwrap_or("no message");
     bail!("the server answered {status}: {message}")
 }
 
@@ -148,25 +154,52 @@ impl Cli {
     pub async fn run(self) -> anyhow::Result<()> {
         match self.command {
             Command::Serve(args) => serve(args).await,
-            Command::Deploy { file, name, manifest, client: c } => {
-                let bytes = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            Command::Deploy {
+                file,
+                name,
+                manifest,
+                client: c,
+            } => {
+                let bytes =
+                    std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
                 let manifest = match manifest {
-                    Some(p) => std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?,
+                    Some(p) => std::fs::read_to_string(&p)
+                        .with_context(|| format!("reading {}", p.display()))?,
                     None => "{}".into(),
                 };
                 let (http, key) = client(&c)?;
-                eprintln!("uploading {} ({} KiB) and compiling…", file.display(), bytes.len() / 1024);
+                eprintln!(
+                    "uploading {} ({} KiB) and compiling…",
+                    file.display(),
+                    bytes.len() / 1024
+                );
                 let form = reqwest::multipart::Form::new()
-                    .part("component", reqwest::multipart::Part::bytes(bytes).file_name("component.wasm"))
+                    .part(
+                        "component",
+                        reqwest::multipart::Part::bytes(bytes).file_name("component.wasm"),
+                    )
                     .text("manifest", manifest);
-                let url = format!("{}/v1/{}/functions/{}", c.url.trim_end_matches('/'), c.app, name);
-                let body = answer(http.put(url).bearer_auth(key).multipart(form).send().await?).await?;
+                let url = format!(
+                    "{}/v1/{}/functions/{}",
+                    c.url.trim_end_matches('/'),
+                    c.app,
+                    name
+                );
+                let body = answer(
+                    http.put(url)
+                        .bearer_auth(key)
+                        .multipart(form)
+                        .send()
+                        .await?,
+                )
+                .await?;
+                let field = |k: &str| body.get(k).cloned().unwrap_or(Value::Null);
                 println!(
                     "deployed {} version {} -> {}{}",
                     name,
-                    body["version"],
+                    field("version"),
                     c.url.trim_end_matches('/'),
-                    body["url"].as_str().unwrap_or_default()
+                    field("url").as_str().unwrap_or_default()
                 );
                 Ok(())
             }
@@ -175,20 +208,38 @@ impl Cli {
                 let url = format!("{}/v1/{}/functions", c.url.trim_end_matches('/'), c.app);
                 let body = answer(http.get(url).bearer_auth(key).send().await?).await?;
                 println!("{:<24} {:>7}  {:<12} URL", "NAME", "VERSION", "SHA256");
-                for f in body["functions"].as_array().into_iter().flatten() {
+                let functions = body
+                    .get("functions")
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .unwrap_or_default();
+                for f in &functions {
+                    let text = |k: &str| {
+                        f.get(k)
+                            .and_then(Value::as_str)
+                            .unwrap_or_default()
+                            .to_string()
+                    };
+                    let version = f.get("version").cloned().unwrap_or(Value::Null);
+                    let sha: String = text("componentSha256").chars().take(12).collect();
                     println!(
                         "{:<24} {:>7}  {:<12} {}",
-                        f["name"].as_str().unwrap_or_default(),
-                        f["version"],
-                        f["componentSha256"].as_str().unwrap_or_default().chars().take(12).collect::<String>(),
-                        f["url"].as_str().unwrap_or_default()
+                        text("name"),
+                        version,
+                        sha,
+                        text("url")
                     );
                 }
                 Ok(())
             }
             Command::Functions(FunctionsCommand::Rm { name, client: c }) => {
                 let (http, key) = client(&c)?;
-                let url = format!("{}/v1/{}/functions/{}", c.url.trim_end_matches('/'), c.app, name);
+                let url = format!(
+                    "{}/v1/{}/functions/{}",
+                    c.url.trim_end_matches('/'),
+                    c.app,
+                    name
+                );
                 let response = http.delete(url).bearer_auth(key).send().await?;
                 if !response.status().is_success() {
                     answer(response).await?;
@@ -207,7 +258,11 @@ impl Cli {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let key = match (std::env::var("RUNTIME_MASTER_KEY").ok(), &args.master_key_file, args.dev) {
+    let key = match (
+        std::env::var("RUNTIME_MASTER_KEY").ok(),
+        &args.master_key_file,
+        args.dev,
+    ) {
         (Some(hex), _, _) => KeySource::Hex(hex),
         (None, Some(path), _) => KeySource::File(path.clone()),
         (None, None, true) => KeySource::DevFile,
@@ -228,7 +283,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         allow_insecure_upstreams: args.allow_insecure_upstreams || args.dev,
         max_instances: args.max_instances,
         apps,
-        admin_key: std::env::var("RUNTIME_ADMIN_KEY").ok().filter(|k| !k.is_empty()),
+        admin_key: std::env::var("RUNTIME_ADMIN_KEY")
+            .ok()
+            .filter(|k| !k.is_empty()),
     };
     let started = config.start().await?;
     if config.dev && args.functions_dir.is_dir() {
@@ -240,7 +297,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     for (app, key) in &started.new_keys {
         // Shown once, on the terminal, never logged: it is not stored in clear.
-        println!("admin key for app `{app}` (shown once; set RUNTIME_ADMIN_KEY to choose your own): {key}");
+        println!(
+            "admin key for app `{app}` (shown once; set RUNTIME_ADMIN_KEY to choose your own): {key}"
+        );
     }
     println!("runtime listening on http://{addr}");
     let shutdown = async {

@@ -62,7 +62,8 @@ pub struct Started {
 }
 
 fn create_private_dir(path: &std::path::Path) -> anyhow::Result<()> {
-    std::fs::create_dir_all(path).with_context(|| format!("cannot create data directory {}", path.display()))?;
+    std::fs::create_dir_all(path)
+        .with_context(|| format!("cannot create data directory {}", path.display()))?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -81,7 +82,9 @@ impl ServeConfig {
         if let Some(k) = &self.admin_key
             && k.len() < 16
         {
-            bail!("RUNTIME_ADMIN_KEY must be at least 16 characters; generate one with `runtime keygen`");
+            bail!(
+                "RUNTIME_ADMIN_KEY must be at least 16 characters; generate one with `runtime keygen`"
+            );
         }
         if self.max_instances == 0 {
             bail!("--max-instances must be at least 1");
@@ -91,8 +94,10 @@ impl ServeConfig {
         let key = match &self.key {
             KeySource::Hex(h) => MasterKey::from_hex(h).context("RUNTIME_MASTER_KEY")?,
             KeySource::File(p) => {
-                let text = std::fs::read_to_string(p).with_context(|| format!("reading master key file {}", p.display()))?;
-                MasterKey::from_hex(&text).with_context(|| format!("master key file {}", p.display()))?
+                let text = std::fs::read_to_string(p)
+                    .with_context(|| format!("reading master key file {}", p.display()))?;
+                MasterKey::from_hex(&text)
+                    .with_context(|| format!("master key file {}", p.display()))?
             }
             KeySource::DevFile => {
                 let path = self.data_dir.join("master.key");
@@ -110,7 +115,10 @@ impl ServeConfig {
         };
 
         let store = SledStore::open(&self.data_dir).with_context(|| {
-            format!("opening the store in {} (is another runtime using it?)", self.data_dir.display())
+            format!(
+                "opening the store in {} (is another runtime using it?)",
+                self.data_dir.display()
+            )
         })?;
         let store: Arc<dyn Store> = Arc::new(store);
         match store.get_meta("master-key-check").await? {
@@ -124,10 +132,18 @@ impl ServeConfig {
         }
 
         let catalog = Catalog::builtin().context("built-in connector catalog")?;
-        let policy = EgressPolicy { allow_private: self.allow_insecure_upstreams };
-        let broker = Arc::new(Broker::new(store.clone(), Arc::new(key), Arc::new(catalog), policy).map_err(anyhow::Error::msg)?);
+        let policy = EgressPolicy {
+            allow_private: self.allow_insecure_upstreams,
+        };
+        let broker = Arc::new(
+            Broker::new(store.clone(), Arc::new(key), Arc::new(catalog), policy)
+                .map_err(anyhow::Error::msg)?,
+        );
 
-        let settings = EngineSettings { artifacts_dir: self.data_dir.join("artifacts"), max_instances: self.max_instances };
+        let settings = EngineSettings {
+            artifacts_dir: self.data_dir.join("artifacts"),
+            max_instances: self.max_instances,
+        };
         let engine = Arc::new(tokio::task::spawn_blocking(move || Engine::new(&settings)).await??);
         tracing::info!(pooling = engine.pooling, "engine ready");
         let registry = Arc::new(Registry::new(engine.clone(), store.clone()));
@@ -136,12 +152,22 @@ impl ServeConfig {
 
         let mut new_keys = Vec::new();
         for app in &self.apps {
-            if let Some(k) = crate::apps::ensure_app(store.as_ref(), app, self.admin_key.as_deref()).await? {
+            if let Some(k) =
+                crate::apps::ensure_app(store.as_ref(), app, self.admin_key.as_deref()).await?
+            {
                 new_keys.push((app.clone(), k));
             }
         }
 
         let invoker = Arc::new(Invoker::new(engine, broker.clone(), self.max_instances));
-        Ok(Started { state: Arc::new(AppState { store, broker, registry, invoker }), new_keys })
+        Ok(Started {
+            state: Arc::new(AppState {
+                store,
+                broker,
+                registry,
+                invoker,
+            }),
+            new_keys,
+        })
     }
 }

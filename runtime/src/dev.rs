@@ -17,7 +17,11 @@ fn wasm_dir(functions_dir: &Path) -> PathBuf {
 
 /// Deploys each `functions/<name>/` whose component has been built, with its
 /// `manifest.json` when present. Returns the names deployed.
-pub async fn deploy_examples(registry: &Registry, app: &str, functions_dir: &Path) -> anyhow::Result<Vec<String>> {
+pub async fn deploy_examples(
+    registry: &Registry,
+    app: &str,
+    functions_dir: &Path,
+) -> anyhow::Result<Vec<String>> {
     let mut deployed = Vec::new();
     let mut entries: Vec<PathBuf> = std::fs::read_dir(functions_dir)?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -26,12 +30,14 @@ pub async fn deploy_examples(registry: &Registry, app: &str, functions_dir: &Pat
     entries.sort();
     let wasm_dir = wasm_dir(functions_dir);
     for dir in entries {
-        let Some(name) = dir.file_name().and_then(|n| n.to_str()).map(str::to_string) else { continue };
+        let Some(name) = dir.file_name().and_then(|n| n.to_str()).map(str::to_string) else {
+            continue;
+        };
         let wasm = wasm_dir.join(format!("{}.wasm", name.replace('-', "_")));
         let Ok(component) = std::fs::read(&wasm) else {
             tracing::warn!(
                 function = %name, path = %wasm.display(),
-                "example not built; run `cargo build --release --manifest-path functions/Cargo.toml` (scripts/dev.sh does)"
+                "example not built; build it with `(cd functions && cargo build --release)`; scripts/dev.sh does"
             );
             continue;
         };
@@ -45,7 +51,9 @@ pub async fn deploy_examples(registry: &Registry, app: &str, functions_dir: &Pat
                 tracing::info!(function = %name, version = record.version, url = %format!("/fn/{app}/{name}"), "example deployed");
                 deployed.push(name);
             }
-            Err(e) => tracing::error!(function = %name, error = %e, "example could not be deployed"),
+            Err(e) => {
+                tracing::error!(function = %name, error = %e, "example could not be deployed")
+            }
         }
     }
     Ok(deployed)

@@ -82,7 +82,9 @@ pub struct Engine {
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Engine").field("pooling", &self.pooling).finish_non_exhaustive()
+        f.debug_struct("Engine")
+            .field("pooling", &self.pooling)
+            .finish_non_exhaustive()
     }
 }
 
@@ -112,7 +114,9 @@ impl Engine {
         pool.total_core_instances(n.saturating_mul(4));
         pool.total_memories(n.saturating_mul(2));
         pool.total_tables(n.saturating_mul(4));
-        pool.max_memory_size(usize::try_from(host_api::manifest::MAX_MEMORY_MB * 1024 * 1024).unwrap_or(usize::MAX));
+        pool.max_memory_size(
+            usize::try_from(host_api::manifest::MAX_MEMORY_MB * 1024 * 1024).unwrap_or(usize::MAX),
+        );
         pool.max_core_instances_per_component(u32::try_from(MAX_INSTANCES).unwrap_or(u32::MAX));
         pool.max_memories_per_component(u32::try_from(MAX_MEMORIES).unwrap_or(u32::MAX));
         pool.max_tables_per_component(u32::try_from(MAX_TABLES).unwrap_or(u32::MAX));
@@ -146,17 +150,26 @@ impl Engine {
         let ticker_stop = Arc::new(AtomicBool::new(false));
         let weak = engine.weak();
         let stop = ticker_stop.clone();
-        std::thread::Builder::new().name("epoch-ticker".into()).spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                std::thread::sleep(EPOCH_TICK);
-                match weak.upgrade() {
-                    Some(engine) => engine.increment_epoch(),
-                    None => break,
+        std::thread::Builder::new()
+            .name("epoch-ticker".into())
+            .spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    match weak.upgrade() {
+                        Some(engine) => engine.increment_epoch(),
+                        None => break,
+                    }
                 }
-            }
-        })?;
+            })?;
 
-        Ok(Self { engine, linker, artifacts_dir: settings.artifacts_dir.clone(), pooling, compat, ticker_stop })
+        Ok(Self {
+            engine,
+            linker,
+            artifacts_dir: settings.artifacts_dir.clone(),
+            pooling,
+            compat,
+            ticker_stop,
+        })
     }
 
     /// The wasmtime engine.
@@ -169,29 +182,37 @@ impl Engine {
     }
 
     fn cwasm_path(&self, sha: &str) -> PathBuf {
-        self.artifacts_dir.join(format!("{sha}-{}.cwasm", self.compat))
+        self.artifacts_dir
+            .join(format!("{sha}-{}.cwasm", self.compat))
     }
 
     /// Validates, compiles and stores a component; returns its SHA-256 and
     /// the ready-to-instantiate function. Blocking: call off the async pool.
     pub fn deploy(&self, bytes: &[u8]) -> Result<(String, ProxyPre<HostState>), DeployError> {
         check_magic(bytes)?;
-        let component = Component::new(&self.engine, bytes).map_err(|e| DeployError::Invalid(format!("{e:#}")))?;
+        let component = Component::new(&self.engine, bytes)
+            .map_err(|e| DeployError::Invalid(format!("{e:#}")))?;
         let pre = self.prepare(&component)?;
         let sha = hex::encode(Sha256::digest(bytes));
         let store_files = || -> anyhow::Result<()> {
             write_atomic(&self.wasm_path(&sha), bytes)?;
             let compiled = component.serialize()?;
             write_atomic(&self.cwasm_path(&sha), &compiled)?;
-            write_atomic(&self.digest_path(&sha), hex::encode(Sha256::digest(&compiled)).as_bytes())?;
+            write_atomic(
+                &self.digest_path(&sha),
+                hex::encode(Sha256::digest(&compiled)).as_bytes(),
+            )?;
             Ok(())
         };
-        store_files().map_err(|e| DeployError::Invalid(format!("cannot store the compiled artifact: {e:#}")))?;
+        store_files().map_err(|e| {
+            DeployError::Invalid(format!("cannot store the compiled artifact: {e:#}"))
+        })?;
         Ok((sha, pre))
     }
 
     fn digest_path(&self, sha: &str) -> PathBuf {
-        self.artifacts_dir.join(format!("{sha}-{}.cwasm.sha256", self.compat))
+        self.artifacts_dir
+            .join(format!("{sha}-{}.cwasm.sha256", self.compat))
     }
 
     /// Loads a deployed component: the cached artifact when it is intact and
@@ -201,7 +222,8 @@ impl Engine {
             Ok(component) => return Ok(self.prepare(&component)?),
             Err(e) => tracing::info!(component = sha, reason = %e, "recompiling component"),
         }
-        let bytes = std::fs::read(self.wasm_path(sha)).with_context(|| format!("reading component {sha}"))?;
+        let bytes = std::fs::read(self.wasm_path(sha))
+            .with_context(|| format!("reading component {sha}"))?;
         let (_, pre) = self.deploy(&bytes)?;
         Ok(pre)
     }
@@ -223,14 +245,20 @@ impl Engine {
     }
 
     fn prepare(&self, component: &Component) -> Result<ProxyPre<HostState>, DeployError> {
-        let instance_pre =
-            self.linker.instantiate_pre(component).map_err(|e| DeployError::UnsupportedImport(format!("{e:#}")))?;
+        let instance_pre = self
+            .linker
+            .instantiate_pre(component)
+            .map_err(|e| DeployError::UnsupportedImport(format!("{e:#}")))?;
         ProxyPre::new(instance_pre).map_err(|e| DeployError::MissingExport(format!("{e:#}")))
     }
 
     /// Deletes the files of a component no function uses any more.
     pub fn remove_artifacts(&self, sha: &str) {
-        for path in [self.wasm_path(sha), self.cwasm_path(sha), self.digest_path(sha)] {
+        for path in [
+            self.wasm_path(sha),
+            self.cwasm_path(sha),
+            self.digest_path(sha),
+        ] {
             let _ = std::fs::remove_file(path);
         }
     }
@@ -294,12 +322,21 @@ pub struct InstanceLimiter {
 impl InstanceLimiter {
     /// A limiter allowing `memory_cap` bytes in all.
     pub fn new(memory_cap: usize) -> Self {
-        Self { memory_cap, memory_used: 0, memory_exhausted: false }
+        Self {
+            memory_cap,
+            memory_used: 0,
+            memory_exhausted: false,
+        }
     }
 }
 
 impl ResourceLimiter for InstanceLimiter {
-    fn memory_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         let delta = desired.saturating_sub(current);
         let total = self.memory_used.saturating_add(delta);
         if total > self.memory_cap {
@@ -310,7 +347,12 @@ impl ResourceLimiter for InstanceLimiter {
         Ok(true)
     }
 
-    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         Ok(desired <= MAX_TABLE_ELEMENTS)
     }
 
@@ -374,14 +416,18 @@ pub struct HostState {
 
 impl std::fmt::Debug for HostState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HostState").field("limiter", &self.limiter).finish_non_exhaustive()
+        f.debug_struct("HostState")
+            .field("limiter", &self.limiter)
+            .finish_non_exhaustive()
     }
 }
 
 impl HostState {
     /// Fresh state for one invocation.
     pub fn new(integrations: IntegrationsCtx, memory_cap: usize, deadline: Duration) -> Self {
-        let ticks = u64::try_from(deadline.as_millis() / EPOCH_TICK.as_millis()).unwrap_or(u64::MAX).max(1);
+        let ticks = u64::try_from(deadline.as_millis() / EPOCH_TICK.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1);
         Self {
             wasi: WasiCtx::builder().inherit_stdout().inherit_stderr().build(),
             http: WasiHttpCtx::new(),
@@ -400,13 +446,20 @@ impl HostState {
 
 impl WasiView for HostState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
 impl WasiHttpView for HostState {
     fn http(&mut self) -> WasiHttpCtxView<'_> {
-        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: &mut self.egress }
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.egress,
+        }
     }
 }
 
@@ -418,8 +471,18 @@ mod tests {
     #[test]
     fn magic_bytes_explain_what_is_wrong() {
         assert!(check_magic(b"\0asm\x0d\0\x01\0rest").is_ok());
-        assert!(check_magic(b"\0asm\x01\0\0\0").unwrap_err().to_string().contains("core WebAssembly module"));
-        assert!(check_magic(b"hello").unwrap_err().to_string().contains("not a WebAssembly component"));
+        assert!(
+            check_magic(b"\0asm\x01\0\0\0")
+                .unwrap_err()
+                .to_string()
+                .contains("core WebAssembly module")
+        );
+        assert!(
+            check_magic(b"hello")
+                .unwrap_err()
+                .to_string()
+                .contains("not a WebAssembly component")
+        );
     }
 
     #[test]

@@ -34,7 +34,9 @@ pub struct LoadedFunction {
 
 impl std::fmt::Debug for LoadedFunction {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LoadedFunction").field("record", &self.record).finish_non_exhaustive()
+        f.debug_struct("LoadedFunction")
+            .field("record", &self.record)
+            .finish_non_exhaustive()
     }
 }
 
@@ -42,7 +44,11 @@ impl LoadedFunction {
     /// Wraps a prepared component with its record.
     pub fn new(record: FunctionRecord, pre: ProxyPre<HostState>) -> Self {
         let limit = usize::try_from(record.manifest.limits.max_concurrency()).unwrap_or(1);
-        Self { record, pre, permits: Arc::new(Semaphore::new(limit)) }
+        Self {
+            record,
+            pre,
+            permits: Arc::new(Semaphore::new(limit)),
+        }
     }
 }
 
@@ -75,7 +81,11 @@ impl Invoker {
     /// An invoker allowing `max_instances` concurrent instances in all.
     pub fn new(engine: Arc<Engine>, broker: Arc<Broker>, max_instances: u32) -> Self {
         let n = usize::try_from(max_instances).unwrap_or(1);
-        Self { engine, broker, global: Arc::new(Semaphore::new(n)) }
+        Self {
+            engine,
+            broker,
+            global: Arc::new(Semaphore::new(n)),
+        }
     }
 
     fn permits(&self, f: &LoadedFunction) -> Result<Permits, InvokeError> {
@@ -87,12 +97,13 @@ impl Invoker {
                 f.record.manifest.limits.max_concurrency()
             ))
         })?;
-        let global = self
-            .global
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| InvokeError::Busy("the runtime is at its instance limit; retry shortly".into()))?;
-        Ok(Permits { _global: global, _function: function })
+        let global = self.global.clone().try_acquire_owned().map_err(|_| {
+            InvokeError::Busy("the runtime is at its instance limit; retry shortly".into())
+        })?;
+        Ok(Permits {
+            _global: global,
+            _function: function,
+        })
     }
 
     /// Handles one HTTP request with `f`. `request`'s URI is what the guest
@@ -137,17 +148,25 @@ impl Invoker {
         let guest_request = http::Request::from_parts(parts, body);
         let (sender, receiver) = tokio::sync::oneshot::channel();
         let setup = (|| {
-            let req = store.data_mut().http().new_incoming_request(Scheme::Http, guest_request)?;
+            let req = store
+                .data_mut()
+                .http()
+                .new_incoming_request(Scheme::Http, guest_request)?;
             let out = store.data_mut().http().new_response_outparam(sender)?;
             anyhow::Ok((req, out))
         })();
-        let (req, out) = setup.map_err(|e| InvokeError::Failed(format!("could not pass the request to the function: {e:#}")))?;
+        let (req, out) = setup.map_err(|e| {
+            InvokeError::Failed(format!("could not pass the request to the function: {e:#}"))
+        })?;
 
         let pre = f.pre.clone();
         let task = tokio::spawn(async move {
             let result = async {
                 let proxy = pre.instantiate_async(&mut store).await?;
-                proxy.wasi_http_incoming_handler().call_handle(&mut store, req, out).await
+                proxy
+                    .wasi_http_incoming_handler()
+                    .call_handle(&mut store, req, out)
+                    .await
             }
             .await;
             let memory_exhausted = store.data().limiter.memory_exhausted;
@@ -163,7 +182,9 @@ impl Invoker {
                 Ok(Ok(response)) => {
                     let (parts, body) = response.into_parts();
                     match Limited::new(body, MAX_RESPONSE_BODY).collect().await {
-                        Ok(collected) => Ok(Ok(http::Response::from_parts(parts, collected.to_bytes()))),
+                        Ok(collected) => {
+                            Ok(Ok(http::Response::from_parts(parts, collected.to_bytes())))
+                        }
                         // The body failed: usually the guest trapped mid-body.
                         Err(body_error) => Ok(Err(body_error.to_string())),
                     }
@@ -191,7 +212,13 @@ impl Invoker {
                     Ok(Err(message)) => Some(message),
                     _ => None,
                 };
-                Err(InvokeError::Failed(explain(result.err(), memory_exhausted, body_error, timeout_ms, memory_mb)))
+                Err(InvokeError::Failed(explain(
+                    result.err(),
+                    memory_exhausted,
+                    body_error,
+                    timeout_ms,
+                    memory_mb,
+                )))
             }
         }
     }

@@ -1,28 +1,19 @@
 //! `runtime`: serve WebAssembly functions that call other people's APIs
 //! through credentials only the host holds. See `runtime --help`.
 
-mod api;
-mod apps;
-mod cli;
-mod config;
-mod dev;
-mod engine;
-mod invoke;
-mod registry;
-mod server;
-
 use clap::Parser as _;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,wasmtime=warn,cranelift=warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,wasmtime=warn,cranelift=warn".into()),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    match cli::Cli::parse().run().await {
+    match runtime::cli::Cli::parse().run().await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");

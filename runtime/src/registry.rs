@@ -19,8 +19,13 @@ pub const MAX_NAME_LEN: usize = 64;
 pub fn check_name(kind: &str, name: &str) -> Result<(), String> {
     let ok = !name.is_empty()
         && name.len() <= MAX_NAME_LEN
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
-        && name.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric());
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        && name
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphanumeric());
     if ok {
         Ok(())
     } else {
@@ -61,7 +66,11 @@ pub struct Registry {
 impl Registry {
     /// An empty registry.
     pub fn new(engine: Arc<Engine>, store: Arc<dyn Store>) -> Self {
-        Self { engine, store, loaded: RwLock::new(HashMap::new()) }
+        Self {
+            engine,
+            store,
+            loaded: RwLock::new(HashMap::new()),
+        }
     }
 
     /// Loads every stored function (artifacts are reused, not recompiled).
@@ -77,7 +86,9 @@ impl Registry {
                     self.insert(LoadedFunction::new(record, pre));
                     count += 1;
                 }
-                Ok(Err(e)) => tracing::error!(app = %record.app, function = %record.name, error = %format!("{e:#}"), "cannot load function"),
+                Ok(Err(e)) => {
+                    tracing::error!(app = %record.app, function = %record.name, error = %format!("{e:#}"), "cannot load function")
+                }
                 Err(e) => tracing::error!(error = %e, "load task failed"),
             }
         }
@@ -93,14 +104,26 @@ impl Registry {
 
     /// The current version of a function.
     pub fn get(&self, app: &str, name: &str) -> Option<Arc<LoadedFunction>> {
-        self.loaded.read().ok()?.get(&(app.to_string(), name.to_string())).cloned()
+        self.loaded
+            .read()
+            .ok()?
+            .get(&(app.to_string(), name.to_string()))
+            .cloned()
     }
 
     /// Deploys `component` as `app/name`; a new version if it existed.
     /// Deploying identical bytes and manifest again is a no-op.
-    pub async fn deploy(&self, app: &str, name: &str, component: Vec<u8>, manifest: Manifest) -> Result<FunctionRecord, RegistryError> {
+    pub async fn deploy(
+        &self,
+        app: &str,
+        name: &str,
+        component: Vec<u8>,
+        manifest: Manifest,
+    ) -> Result<FunctionRecord, RegistryError> {
         check_name("function", name).map_err(RegistryError::Invalid)?;
-        manifest.validate().map_err(|e| RegistryError::Invalid(format!("manifest: {e}")))?;
+        manifest
+            .validate()
+            .map_err(|e| RegistryError::Invalid(format!("manifest: {e}")))?;
         let engine = self.engine.clone();
         let size = component.len() as u64;
         let (sha, pre) = tokio::task::spawn_blocking(move || engine.deploy(&component))
@@ -120,7 +143,10 @@ impl Registry {
             manifest,
             component_sha256: sha,
             component_size: size,
-            deployed_at: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+            deployed_at: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
         };
         self.store.put_function(&record).await?;
         self.insert(LoadedFunction::new(record.clone(), pre));
@@ -146,7 +172,9 @@ impl Registry {
     /// Deletes a component's files when no function uses it any more.
     async fn collect_artifacts(&self, sha: &str) {
         match self.store.list_functions(None).await {
-            Ok(all) if all.iter().all(|f| f.component_sha256 != sha) => self.engine.remove_artifacts(sha),
+            Ok(all) if all.iter().all(|f| f.component_sha256 != sha) => {
+                self.engine.remove_artifacts(sha)
+            }
             _ => {}
         }
     }

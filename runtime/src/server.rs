@@ -44,20 +44,34 @@ pub struct AppState {
 /// The router of the whole server.
 pub fn router(state: Arc<AppState>) -> Router {
     let deploys = Router::new()
-        .route("/v1/{app}/functions", get(api::list_functions).post(api::deploy))
+        .route(
+            "/v1/{app}/functions",
+            get(api::list_functions).post(api::deploy),
+        )
         .route(
             "/v1/{app}/functions/{name}",
-            get(api::get_function).put(api::deploy_named).delete(api::delete_function),
+            get(api::get_function)
+                .put(api::deploy_named)
+                .delete(api::delete_function),
         )
         .layer(DefaultBodyLimit::max(MAX_COMPONENT_BYTES + 128 * 1024));
     let admin = Router::new()
         .route("/v1/{app}/integrations/configure", post(api::configure))
-        .route("/v1/{app}/integrations/configure/{toolkit}", delete(api::disable_toolkit))
+        .route(
+            "/v1/{app}/integrations/configure/{toolkit}",
+            delete(api::disable_toolkit),
+        )
         .route("/v1/{app}/integrations/config", get(api::list_config))
         .route("/v1/{app}/integrations/available", get(api::available))
         .route("/v1/{app}/integrations/tools", get(api::tools))
-        .route("/v1/{app}/integrations/connectors", get(api::list_connectors).post(api::put_connector))
-        .route("/v1/{app}/integrations/connectors/{slug}", delete(api::delete_connector))
+        .route(
+            "/v1/{app}/integrations/connectors",
+            get(api::list_connectors).post(api::put_connector),
+        )
+        .route(
+            "/v1/{app}/integrations/connectors/{slug}",
+            delete(api::delete_connector),
+        )
         .route("/v1/{app}/integrations/execute", post(api::execute))
         .route("/v1/{app}/integrations/logs", get(api::logs))
         .layer(DefaultBodyLimit::max(MAX_ADMIN_BODY));
@@ -79,8 +93,14 @@ pub fn router(state: Arc<AppState>) -> Router {
 }
 
 /// Serves `router` on `listener` until `shutdown` resolves.
-pub async fn serve(listener: TcpListener, state: Arc<AppState>, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
 }
 
 /// `ANY /fn/{appId}/{name}/...`: runs the function.
@@ -110,34 +130,63 @@ async fn trigger(
         parts.headers.remove(http::header::AUTHORIZATION);
     }
     parts.headers.remove(PRINCIPAL_HEADER);
-    let who = if principal == Principal::Admin { "admin" } else { "anonymous" };
-    parts.headers.insert(PRINCIPAL_HEADER, HeaderValue::from_static(who));
+    let who = if principal == Principal::Admin {
+        "admin"
+    } else {
+        "anonymous"
+    };
+    parts
+        .headers
+        .insert(PRINCIPAL_HEADER, HeaderValue::from_static(who));
 
-    let body = axum::body::to_bytes(body, MAX_TRIGGER_BODY).await.map_err(|_| {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "too_large",
-            format!("request body is larger than {MAX_TRIGGER_BODY} bytes"),
-        )
-    })?;
+    let body = axum::body::to_bytes(body, MAX_TRIGGER_BODY)
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                format!("request body is larger than {MAX_TRIGGER_BODY} bytes"),
+            )
+        })?;
 
     // The function sees the path below its route.
-    let query = parts.uri.query().map(|q| format!("?{q}")).unwrap_or_default();
-    let host = parts.headers.get(http::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
+    let query = parts
+        .uri
+        .query()
+        .map(|q| format!("?{q}"))
+        .unwrap_or_default();
+    let host = parts
+        .headers
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("localhost");
     let uri = format!("http://{host}/{rest}{query}");
-    parts.uri = uri.parse().map_err(|_| ApiError::bad_request("request URI or Host header is malformed"))?;
+    parts.uri = uri
+        .parse()
+        .map_err(|_| ApiError::bad_request("request URI or Host header is malformed"))?;
     let request = http::Request::from_parts(parts, body);
 
-    match state.invoker.invoke_http(function, principal, request).await {
+    match state
+        .invoker
+        .invoke_http(function, principal, request)
+        .await
+    {
         Ok(response) => Ok(response.map(Body::from)),
         Err(InvokeError::Busy(message)) => {
-            let mut response = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", message).into_response();
-            response.headers_mut().insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+            let mut response =
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", message).into_response();
+            response
+                .headers_mut()
+                .insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
             Ok(response)
         }
         Err(InvokeError::Failed(message)) => {
             tracing::warn!(app, function = name, %message, "function failed");
-            Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "function_failed", message))
+            Err(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "function_failed",
+                message,
+            ))
         }
     }
 }

@@ -2,7 +2,12 @@
 //! with a temporary data directory, deploys real components built from
 //! source (see `scripts/test.sh`), and provides a local upstream that
 //! records what the runtime sent it.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -26,7 +31,10 @@ pub const APP: &str = "test";
 
 /// The repository root.
 pub fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 /// The `runtime` binary built for this test run.
@@ -34,13 +42,19 @@ pub fn runtime_bin() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     // target/<profile>/deps/<test> -> target/<profile>/runtime
     let bin = exe.parent().unwrap().parent().unwrap().join("runtime");
-    assert!(bin.exists(), "{} is missing: run the tests with scripts/test.sh (or `cargo build -p runtime` first)", bin.display());
+    assert!(
+        bin.exists(),
+        "{} is missing: run the tests with scripts/test.sh (or `cargo build -p runtime` first)",
+        bin.display()
+    );
     bin
 }
 
 /// A guest component built from source by `scripts/test.sh`.
 pub fn guest(name: &str) -> Vec<u8> {
-    let path = root().join("target/wasm32-wasip2/release").join(format!("{name}.wasm"));
+    let path = root()
+        .join("target/wasm32-wasip2/release")
+        .join(format!("{name}.wasm"));
     std::fs::read(&path).unwrap_or_else(|e| {
         panic!("{}: {e}; build the guests first: scripts/test.sh does it (cargo build --release in functions/ and tests/guests/)", path.display())
     })
@@ -58,7 +72,11 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Self {
         Self {
-            args: vec!["--allow-insecure-upstreams".into(), "--app".into(), APP.into()],
+            args: vec![
+                "--allow-insecure-upstreams".into(),
+                "--app".into(),
+                APP.into(),
+            ],
             env: vec![
                 ("RUNTIME_ADMIN_KEY".into(), ADMIN_KEY.into()),
                 ("RUNTIME_MASTER_KEY".into(), MASTER_KEY.into()),
@@ -79,7 +97,11 @@ pub struct Runtime {
     pub http: reqwest::Client,
 }
 
-fn collect<R: tokio::io::AsyncRead + Unpin + Send + 'static>(reader: R, output: Arc<Mutex<String>>, tx: Option<tokio::sync::mpsc::UnboundedSender<String>>) {
+fn collect<R: tokio::io::AsyncRead + Unpin + Send + 'static>(
+    reader: R,
+    output: Arc<Mutex<String>>,
+    tx: Option<tokio::sync::mpsc::UnboundedSender<String>>,
+) {
     tokio::spawn(async move {
         let mut lines = BufReader::new(reader).lines();
         while let Ok(Some(line)) = lines.next_line().await {
@@ -104,13 +126,22 @@ impl Runtime {
     /// Starts the runtime; on failure returns what it printed.
     pub async fn try_start(data_dir: &Path, options: Options) -> Result<Runtime, String> {
         let mut cmd = Command::new(runtime_bin());
-        cmd.arg("serve").arg("--listen").arg("127.0.0.1:0").arg("--data-dir").arg(data_dir);
+        cmd.arg("serve")
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--data-dir")
+            .arg(data_dir);
         cmd.args(&options.args);
-        cmd.env_remove("RUNTIME_ADMIN_KEY").env_remove("RUNTIME_MASTER_KEY").env("RUST_LOG", "info");
+        cmd.env_remove("RUNTIME_ADMIN_KEY")
+            .env_remove("RUNTIME_MASTER_KEY")
+            .env("RUST_LOG", "info");
         for (k, v) in &options.env {
             cmd.env(k, v);
         }
-        cmd.current_dir(root()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
+        cmd.current_dir(root())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
         let mut child = cmd.spawn().expect("spawn runtime");
         let output = Arc::new(Mutex::new(String::new()));
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
@@ -133,7 +164,12 @@ impl Runtime {
             tokio::time::sleep(Duration::from_millis(100)).await;
             return Err(output.lock().unwrap().clone());
         };
-        Ok(Runtime { child, url, output, http: reqwest::Client::new() })
+        Ok(Runtime {
+            child,
+            url,
+            output,
+            http: reqwest::Client::new(),
+        })
     }
 
     /// Stops the process and waits for it.
@@ -149,9 +185,17 @@ impl Runtime {
     }
 
     /// `PUT /v1/{app}/functions/{name}` with a component and manifest.
-    pub async fn deploy(&self, name: &str, component: Vec<u8>, manifest: &str) -> reqwest::Response {
+    pub async fn deploy(
+        &self,
+        name: &str,
+        component: Vec<u8>,
+        manifest: &str,
+    ) -> reqwest::Response {
         let form = reqwest::multipart::Form::new()
-            .part("component", reqwest::multipart::Part::bytes(component).file_name("c.wasm"))
+            .part(
+                "component",
+                reqwest::multipart::Part::bytes(component).file_name("c.wasm"),
+            )
             .text("manifest", manifest.to_string());
         self.http
             .put(format!("{}/v1/{APP}/functions/{name}", self.url))
@@ -173,19 +217,27 @@ impl Runtime {
 
     /// An admin JSON call.
     pub async fn admin(&self, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
-        let mut req = self.http.request(method, format!("{}{path}", self.url)).bearer_auth(ADMIN_KEY);
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.url))
+            .bearer_auth(ADMIN_KEY);
         if let Some(b) = body {
             req = req.json(&b);
         }
         let r = req.send().await.unwrap();
         let status = r.status().as_u16();
         let text = r.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
     }
 
     /// Calls a function.
     pub async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (u16, String) {
-        let mut req = self.http.request(method, format!("{}/fn/{APP}/{path}", self.url));
+        let mut req = self
+            .http
+            .request(method, format!("{}/fn/{APP}/{path}", self.url));
         if let Some(b) = body {
             req = req.json(&b);
         }
@@ -210,7 +262,10 @@ pub struct Recorded {
 impl Recorded {
     /// A header's value.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -246,12 +301,19 @@ impl Upstream {
     pub async fn start(reply: Reply) -> Upstream {
         let requests = Arc::new(Mutex::new(Vec::new()));
         let reply = Arc::new(Mutex::new(reply));
-        let state = UpstreamState { requests: requests.clone(), reply: reply.clone() };
+        let state = UpstreamState {
+            requests: requests.clone(),
+            reply: reply.clone(),
+        };
         let app = Router::new().fallback(record).with_state(state);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        Upstream { url, requests, reply }
+        Upstream {
+            url,
+            requests,
+            reply,
+        }
     }
 
     /// Requests received so far.
@@ -265,17 +327,33 @@ impl Upstream {
     }
 }
 
-async fn record(State(state): State<UpstreamState>, method: Method, uri: Uri, headers: HeaderMap, body: String) -> impl IntoResponse {
+async fn record(
+    State(state): State<UpstreamState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: String,
+) -> impl IntoResponse {
     state.requests.lock().unwrap().push(Recorded {
         method: method.to_string(),
         uri: uri.to_string(),
-        headers: headers.iter().map(|(n, v)| (n.to_string(), v.to_str().unwrap_or_default().to_string())).collect(),
+        headers: headers
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_str().unwrap_or_default().to_string()))
+            .collect(),
         body,
     });
     let reply = state.reply.lock().unwrap().clone();
-    let mut response = (StatusCode::from_u16(reply.status).unwrap(), axum::Json(reply.body)).into_response();
+    let mut response = (
+        StatusCode::from_u16(reply.status).unwrap(),
+        axum::Json(reply.body),
+    )
+        .into_response();
     for (n, v) in reply.headers {
-        response.headers_mut().insert(axum::http::HeaderName::from_bytes(n.as_bytes()).unwrap(), v.parse().unwrap());
+        response.headers_mut().insert(
+            axum::http::HeaderName::from_bytes(n.as_bytes()).unwrap(),
+            v.parse().unwrap(),
+        );
     }
     response
 }

@@ -1,9 +1,16 @@
 //! End-to-end: the real binary, real components, a recording upstream.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use e2e_tests::{ADMIN_KEY, APP, MASTER_KEY, Options, Reply, Runtime, Upstream, files_containing, guest};
+use e2e_tests::{
+    ADMIN_KEY, APP, MASTER_KEY, Options, Reply, Runtime, Upstream, files_containing, guest,
+};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -42,7 +49,12 @@ async fn probe_call(rt: &Runtime, body: Value) -> Value {
 async fn hello_deploys_and_answers_on_its_route_and_sub_paths() {
     let dir = tempfile::tempdir().unwrap();
     let rt = Runtime::start(dir.path(), Options::default()).await;
-    let health = rt.http.get(format!("{}/healthz", rt.url)).send().await.unwrap();
+    let health = rt
+        .http
+        .get(format!("{}/healthz", rt.url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(health.status(), 200);
 
     let deployed = rt.deploy_ok("hello", guest("hello"), "{}").await;
@@ -56,14 +68,24 @@ async fn hello_deploys_and_answers_on_its_route_and_sub_paths() {
     // A second deploy of other bytes is a new version; the same bytes are not.
     let again = rt.deploy_ok("hello", guest("hello"), "{}").await;
     assert_eq!(again["version"], 1);
-    let v2 = rt.deploy_ok("hello", guest("hello"), r#"{"limits": {"timeoutMs": 5000}}"#).await;
+    let v2 = rt
+        .deploy_ok(
+            "hello",
+            guest("hello"),
+            r#"{"limits": {"timeoutMs": 5000}}"#,
+        )
+        .await;
     assert_eq!(v2["version"], 2);
 
-    let (status, list) = rt.admin(Method::GET, &format!("/v1/{APP}/functions"), None).await;
+    let (status, list) = rt
+        .admin(Method::GET, &format!("/v1/{APP}/functions"), None)
+        .await;
     assert_eq!(status, 200);
     assert_eq!(list["functions"].as_array().unwrap().len(), 1);
 
-    let (status, _) = rt.admin(Method::DELETE, &format!("/v1/{APP}/functions/hello"), None).await;
+    let (status, _) = rt
+        .admin(Method::DELETE, &format!("/v1/{APP}/functions/hello"), None)
+        .await;
     assert_eq!(status, 204);
     let (status, body) = rt.call(Method::GET, "hello", None).await;
     assert_eq!(status, 404, "{body}");
@@ -87,8 +109,11 @@ async fn bug_report_files_an_issue_with_a_credential_only_the_host_holds() {
     let upstream = Upstream::start(created_issue()).await;
     let rt = Runtime::start(dir.path(), Options::default()).await;
     configure_github(&rt, &upstream).await;
-    let manifest = std::fs::read_to_string(e2e_tests::root().join("functions/bug-report/manifest.json")).unwrap();
-    rt.deploy_ok("bug-report", guest("bug_report"), &manifest).await;
+    let manifest =
+        std::fs::read_to_string(e2e_tests::root().join("functions/bug-report/manifest.json"))
+            .unwrap();
+    rt.deploy_ok("bug-report", guest("bug_report"), &manifest)
+        .await;
 
     let (status, body) = rt
         .call(
@@ -114,16 +139,24 @@ async fn bug_report_files_an_issue_with_a_credential_only_the_host_holds() {
     let sent = &requests[0];
     assert_eq!(sent.method, "POST");
     assert_eq!(sent.uri, "/repos/acme/widgets/issues");
-    assert_eq!(sent.header("authorization"), Some(format!("Bearer {CANARY}").as_str()));
+    assert_eq!(
+        sent.header("authorization"),
+        Some(format!("Bearer {CANARY}").as_str())
+    );
     assert_eq!(sent.header("x-github-api-version"), Some("2022-11-28"));
     let issue: Value = serde_json::from_str(&sent.body).unwrap();
     assert_eq!(issue["title"], "Export button does nothing");
     assert!(issue["body"].as_str().unwrap().contains("Click Export"));
     assert!(issue["labels"].as_array().unwrap().contains(&json!("bug")));
-    assert!(issue.get("owner").is_none(), "path params must not be repeated in the body");
+    assert!(
+        issue.get("owner").is_none(),
+        "path params must not be repeated in the body"
+    );
 
     // The audit trail records the call, without the credential.
-    let (_, logs) = rt.admin(Method::GET, &format!("/v1/{APP}/integrations/logs"), None).await;
+    let (_, logs) = rt
+        .admin(Method::GET, &format!("/v1/{APP}/integrations/logs"), None)
+        .await;
     let log = &logs["logs"][0];
     assert_eq!(log["tool"], "GITHUB_CREATE_ISSUE");
     assert_eq!(log["outcome"], "ok");
@@ -142,13 +175,21 @@ async fn bug_report_files_an_issue_with_a_credential_only_the_host_holds() {
     assert!(exec["logId"].as_str().unwrap().starts_with("log_"));
 
     // Configuration listing never shows the secret.
-    let (_, config) = rt.admin(Method::GET, &format!("/v1/{APP}/integrations/config"), None).await;
+    let (_, config) = rt
+        .admin(Method::GET, &format!("/v1/{APP}/integrations/config"), None)
+        .await;
     assert_eq!(config["toolkits"][0]["hasCredential"], true);
 
     let output = rt.stop().await;
-    assert!(!output.contains(CANARY), "credential leaked into the runtime's output");
+    assert!(
+        !output.contains(CANARY),
+        "credential leaked into the runtime's output"
+    );
     let leaks = files_containing(dir.path(), CANARY.as_bytes());
-    assert!(leaks.is_empty(), "credential stored in plain text in {leaks:?}");
+    assert!(
+        leaks.is_empty(),
+        "credential stored in plain text in {leaks:?}"
+    );
 }
 
 #[tokio::test]
@@ -163,7 +204,12 @@ async fn tool_errors_reach_the_guest_as_typed_wit_errors() {
     // Not configured yet.
     let r = probe_call(&rt, create(good.clone())).await;
     assert_eq!(r["error"]["kind"], "not-connected", "{r}");
-    assert!(r["error"]["message"].as_str().unwrap().contains("integrations/configure"));
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("integrations/configure")
+    );
 
     configure_github(&rt, &upstream).await;
     let r = probe_call(&rt, create(good.clone())).await;
@@ -171,9 +217,16 @@ async fn tool_errors_reach_the_guest_as_typed_wit_errors() {
 
     // Invalid params name the field and never reach the network.
     let before = upstream.requests().len();
-    let r = probe_call(&rt, create(json!({"owner": "acme", "repo": "widgets", "title": 7}))).await;
+    let r = probe_call(
+        &rt,
+        create(json!({"owner": "acme", "repo": "widgets", "title": 7})),
+    )
+    .await;
     assert_eq!(r["error"]["kind"], "invalid-params", "{r}");
-    assert!(r["error"]["message"].as_str().unwrap().contains("title"), "{r}");
+    assert!(
+        r["error"]["message"].as_str().unwrap().contains("title"),
+        "{r}"
+    );
     assert_eq!(upstream.requests().len(), before);
 
     // Unknown tool.
@@ -181,29 +234,61 @@ async fn tool_errors_reach_the_guest_as_typed_wit_errors() {
     assert_eq!(r["error"]["kind"], "unavailable", "{r}");
 
     // as-user from an anonymous HTTP invocation of a function without the grant.
-    let r = probe_call(&rt, json!({"tool": "GITHUB_CREATE_ISSUE", "params": good, "asUser": "u1"})).await;
+    let r = probe_call(
+        &rt,
+        json!({"tool": "GITHUB_CREATE_ISSUE", "params": good, "asUser": "u1"}),
+    )
+    .await;
     assert_eq!(r["error"]["kind"], "denied", "{r}");
-    assert!(r["error"]["message"].as_str().unwrap().contains("allowAsUser"), "{r}");
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("allowAsUser"),
+        "{r}"
+    );
 
     // Provider rate limit and provider failure.
-    upstream.set_reply(Reply { status: 429, headers: vec![("retry-after".into(), "7".into())], body: json!({}) });
+    upstream.set_reply(Reply {
+        status: 429,
+        headers: vec![("retry-after".into(), "7".into())],
+        body: json!({}),
+    });
     let r = probe_call(&rt, create(good.clone())).await;
     assert_eq!(r["error"]["kind"], "rate-limited", "{r}");
     assert_eq!(r["error"]["retryAfterMs"], 7000);
-    upstream.set_reply(Reply { status: 500, headers: vec![], body: json!({"message": format!("boom {CANARY}")}) });
+    upstream.set_reply(Reply {
+        status: 500,
+        headers: vec![],
+        body: json!({"message": format!("boom {CANARY}")}),
+    });
     let r = probe_call(&rt, create(good.clone())).await;
     assert_eq!(r["error"]["kind"], "upstream", "{r}");
     assert_eq!(r["error"]["status"], 500);
-    assert!(!r.to_string().contains(CANARY), "an echoed credential must be scrubbed: {r}");
+    assert!(
+        !r.to_string().contains(CANARY),
+        "an echoed credential must be scrubbed: {r}"
+    );
 
     // A disabled toolkit is denied, and works again when re-enabled.
     upstream.set_reply(created_issue());
-    let (status, _) = rt.admin(Method::DELETE, &format!("/v1/{APP}/integrations/configure/github"), None).await;
+    let (status, _) = rt
+        .admin(
+            Method::DELETE,
+            &format!("/v1/{APP}/integrations/configure/github"),
+            None,
+        )
+        .await;
     assert_eq!(status, 204);
     let r = probe_call(&rt, create(good.clone())).await;
     assert_eq!(r["error"]["kind"], "denied", "{r}");
-    let (status, _) =
-        rt.admin(Method::POST, &format!("/v1/{APP}/integrations/configure"), Some(json!({"toolkit": "github"}))).await;
+    let (status, _) = rt
+        .admin(
+            Method::POST,
+            &format!("/v1/{APP}/integrations/configure"),
+            Some(json!({"toolkit": "github"})),
+        )
+        .await;
     assert_eq!(status, 200);
     let r = probe_call(&rt, create(good)).await;
     assert_eq!(r["ok"]["number"], 42, "{r}");
@@ -211,15 +296,33 @@ async fn tool_errors_reach_the_guest_as_typed_wit_errors() {
     // A function without a grant for the tool is denied, with the fix named.
     rt.deploy_ok("ungranted", guest("probe"), "{}").await;
     let (_, text) = rt
-        .call(Method::POST, "ungranted/call", Some(json!({"tool": "GITHUB_LIST_ISSUES", "params": {"owner": "a", "repo": "b"}})))
+        .call(
+            Method::POST,
+            "ungranted/call",
+            Some(json!({"tool": "GITHUB_LIST_ISSUES", "params": {"owner": "a", "repo": "b"}})),
+        )
         .await;
     let r: Value = serde_json::from_str(&text).unwrap();
     assert_eq!(r["error"]["kind"], "denied", "{r}");
-    assert!(r["error"]["message"].as_str().unwrap().contains("grants.tools"), "{r}");
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("grants.tools"),
+        "{r}"
+    );
 
     // list-tools shows only what is granted.
     let (_, text) = rt.call(Method::GET, "ungranted/tools", None).await;
-    assert_eq!(serde_json::from_str::<Value>(&text).unwrap().as_array().unwrap().len(), 0, "{text}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&text)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .len(),
+        0,
+        "{text}"
+    );
     let (_, text) = rt.call(Method::GET, "probe/tools", None).await;
     assert!(text.contains("GITHUB_CREATE_ISSUE"), "{text}");
     rt.stop().await;
@@ -239,10 +342,16 @@ async fn hostile_guests_hit_their_limits_and_the_server_keeps_serving() {
         tokio::spawn(async move { http.get(url).send().await.unwrap() })
     };
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let started = Instant::now();
-    let (status, _) = rt.call(Method::GET, "hello", None).await;
-    assert_eq!(status, 200);
-    assert!(started.elapsed() < Duration::from_millis(1500), "hello waited behind a spinning guest");
+    for _ in 0..5 {
+        let (status, _) = rt.call(Method::GET, "hello", None).await;
+        assert_eq!(status, 200);
+    }
+    // Ordering, not timing: the spinner (2 s CPU budget) is still running
+    // after five other requests completed, so it did not block them.
+    assert!(
+        !spinning.is_finished(),
+        "hello waited behind a spinning guest"
+    );
     let looped = spinning.await.unwrap();
     assert_eq!(looped.status(), 500);
     let text = looped.text().await.unwrap();
@@ -263,9 +372,21 @@ async fn hostile_guests_hit_their_limits_and_the_server_keeps_serving() {
 
     // No ambient egress and no filesystem.
     let (_, body) = rt.call(Method::GET, "probe/egress", None).await;
-    assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["denied"], true, "{body}");
+    let egress: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(egress["denied"], true, "{body}");
+    assert!(
+        egress["error"]
+            .as_str()
+            .unwrap()
+            .contains("HttpRequestDenied"),
+        "refused by policy, not by chance: {body}"
+    );
     let (_, body) = rt.call(Method::GET, "probe/env", None).await;
-    assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["fs"], false, "{body}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["fs"],
+        false,
+        "{body}"
+    );
     rt.stop().await;
 }
 
@@ -275,8 +396,16 @@ async fn bad_deploys_and_bad_requests_get_clear_errors() {
     let rt = Runtime::start(dir.path(), Options::default()).await;
 
     let cases: [(&str, Vec<u8>, &str); 4] = [
-        ("junk", b"this is not wasm".to_vec(), "not a WebAssembly component"),
-        ("core", b"\0asm\x01\0\0\0".to_vec(), "core WebAssembly module"),
+        (
+            "junk",
+            b"this is not wasm".to_vec(),
+            "not a WebAssembly component",
+        ),
+        (
+            "core",
+            b"\0asm\x01\0\0\0".to_vec(),
+            "core WebAssembly module",
+        ),
         ("badimport", guest("bad_import"), "example:bad"),
         ("nohandler", guest("no-handler"), "incoming-handler"),
     ];
@@ -285,12 +414,23 @@ async fn bad_deploys_and_bad_requests_get_clear_errors() {
         let status = r.status().as_u16();
         let body: Value = r.json().await.unwrap();
         assert_eq!(status, 422, "{name}: {body}");
-        assert!(body["error"]["message"].as_str().unwrap().contains(expect), "{name}: {body}");
+        assert!(
+            body["error"]["message"].as_str().unwrap().contains(expect),
+            "{name}: {body}"
+        );
     }
-    let r = rt.deploy("hello", guest("hello"), r#"{"limits": {"memoryMb": 999999}}"#).await;
+    let r = rt
+        .deploy(
+            "hello",
+            guest("hello"),
+            r#"{"limits": {"memoryMb": 999999}}"#,
+        )
+        .await;
     assert_eq!(r.status(), 400);
     assert!(r.text().await.unwrap().contains("memoryMb"));
-    let r = rt.deploy("hello", guest("hello"), r#"{"grantz": []}"#).await;
+    let r = rt
+        .deploy("hello", guest("hello"), r#"{"grantz": []}"#)
+        .await;
     assert_eq!(r.status(), 400);
     assert!(r.text().await.unwrap().contains("grantz"));
     let r = rt.deploy("Bad Name", guest("hello"), "{}").await;
@@ -299,17 +439,46 @@ async fn bad_deploys_and_bad_requests_get_clear_errors() {
     let (status, _) = rt.call(Method::GET, "missing", None).await;
     assert_eq!(status, 404);
 
-    let no_key = rt.http.get(format!("{}/v1/{APP}/functions", rt.url)).send().await.unwrap();
+    let no_key = rt
+        .http
+        .get(format!("{}/v1/{APP}/functions", rt.url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(no_key.status(), 401);
-    assert!(no_key.text().await.unwrap().contains("Authorization: Bearer"));
-    let wrong = rt.http.get(format!("{}/v1/{APP}/functions", rt.url)).bearer_auth("wrong-key-0123456789").send().await.unwrap();
+    assert!(
+        no_key
+            .text()
+            .await
+            .unwrap()
+            .contains("Authorization: Bearer")
+    );
+    let wrong = rt
+        .http
+        .get(format!("{}/v1/{APP}/functions", rt.url))
+        .bearer_auth("wrong-key-0123456789")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(wrong.status(), 401);
-    let other_app = rt.http.get(format!("{}/v1/other/functions", rt.url)).bearer_auth(ADMIN_KEY).send().await.unwrap();
+    let other_app = rt
+        .http
+        .get(format!("{}/v1/other/functions", rt.url))
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(other_app.status(), 401);
 
     rt.deploy_ok("hello", guest("hello"), "{}").await;
     let big = vec![b'x'; 11 * 1024 * 1024];
-    let r = rt.http.post(format!("{}/fn/{APP}/hello", rt.url)).body(big).send().await.unwrap();
+    let r = rt
+        .http
+        .post(format!("{}/fn/{APP}/hello", rt.url))
+        .body(big)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 413);
     rt.stop().await;
 }
@@ -325,14 +494,22 @@ async fn a_restart_serves_the_same_functions_without_recompiling_and_checks_the_
     let (status, _) = rt.call(Method::GET, "hello", None).await;
     assert_eq!(status, 200);
     let output = rt.stop().await;
-    assert!(!output.contains("recompiling"), "artifact was not reused:\n{output}");
+    assert!(
+        !output.contains("recompiling"),
+        "artifact was not reused:\n{output}"
+    );
 
     // The wrong master key is refused before serving.
     let mut wrong = Options::default();
     wrong.env.retain(|(k, _)| k != "RUNTIME_MASTER_KEY");
-    wrong.env.push(("RUNTIME_MASTER_KEY".into(), MASTER_KEY.replace('0', "1")));
+    wrong
+        .env
+        .push(("RUNTIME_MASTER_KEY".into(), MASTER_KEY.replace('0', "1")));
     let out = Runtime::try_start(dir.path(), wrong).await.unwrap_err();
-    assert!(out.contains("not the one this data directory was created with"), "{out}");
+    assert!(
+        out.contains("not the one this data directory was created with"),
+        "{out}"
+    );
 
     // Outside dev mode there is no start without a key.
     let mut none = Options::default();
@@ -345,18 +522,43 @@ async fn a_restart_serves_the_same_functions_without_recompiling_and_checks_the_
 #[tokio::test]
 async fn dev_mode_deploys_the_examples_and_keeps_a_private_key_file() {
     let dir = tempfile::tempdir().unwrap();
-    let options = Options { args: vec!["--dev".into()], env: vec![("RUNTIME_ADMIN_KEY".into(), ADMIN_KEY.into())] };
+    let options = Options {
+        args: vec!["--dev".into()],
+        env: vec![("RUNTIME_ADMIN_KEY".into(), ADMIN_KEY.into())],
+    };
     let rt = Runtime::start(dir.path(), options).await;
-    let r = rt.http.get(format!("{}/fn/dev/hello", rt.url)).send().await.unwrap();
+    let r = rt
+        .http
+        .get(format!("{}/fn/dev/hello", rt.url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
-    let r = rt.http.get(format!("{}/v1/dev/functions", rt.url)).bearer_auth(ADMIN_KEY).send().await.unwrap();
+    let r = rt
+        .http
+        .get(format!("{}/v1/dev/functions", rt.url))
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .await
+        .unwrap();
     let list: Value = r.json().await.unwrap();
-    let names: Vec<&str> = list["functions"].as_array().unwrap().iter().map(|f| f["name"].as_str().unwrap()).collect();
-    assert!(names.contains(&"hello") && names.contains(&"bug-report"), "{names:?}");
+    let names: Vec<&str> = list["functions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.contains(&"hello") && names.contains(&"bug-report"),
+        "{names:?}"
+    );
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(dir.path().join("master.key")).unwrap().permissions().mode();
+        let mode = std::fs::metadata(dir.path().join("master.key"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
     }
     rt.stop().await;
@@ -376,8 +578,17 @@ async fn the_cli_deploys_lists_and_removes() {
             .output()
             .unwrap()
     };
-    let out = run(vec!["deploy".into(), wasm.display().to_string(), "--name".into(), "hi".into()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = run(vec![
+        "deploy".into(),
+        wasm.display().to_string(),
+        "--name".into(),
+        "hi".into(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("deployed hi version 1"));
     let out = run(vec!["functions".into(), "list".into()]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("hi"));
@@ -388,7 +599,10 @@ async fn the_cli_deploys_lists_and_removes() {
     let (status, _) = rt.call(Method::GET, "hi", None).await;
     assert_eq!(status, 404);
 
-    let help = std::process::Command::new(e2e_tests::runtime_bin()).arg("--help").output().unwrap();
+    let help = std::process::Command::new(e2e_tests::runtime_bin())
+        .arg("--help")
+        .output()
+        .unwrap();
     let help = String::from_utf8_lossy(&help.stdout);
     for verb in ["serve", "deploy", "functions", "keygen", "Examples:"] {
         assert!(help.contains(verb), "--help lacks {verb}:\n{help}");

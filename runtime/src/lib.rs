@@ -1,0 +1,19 @@
+//! The `runtime` binary's library: CLI, configuration and start-up, the
+//! wasmtime engine, the one invocation path for functions, the management
+//! API and the HTTP server. `main.rs` only parses arguments and calls in.
+//!
+//! Modules: [`cli`] (verbs), [`config`] (validated start-up), [`engine`]
+//! (wasmtime `Engine`, linker, artifacts, per-invocation state), [`invoke`]
+//! (running a function within its limits), [`registry`] (deployed
+//! functions), [`api`] (management endpoints), [`server`] (router and
+//! `serve(listener, shutdown)`), [`apps`] (admin keys), [`dev`] (dev mode).
+
+pub mod api;
+pub mod apps;
+pub mod cli;
+pub mod config;
+pub mod dev;
+pub mod engine;
+pub mod invoke;
+pub mod registry;
+pub mod server;
