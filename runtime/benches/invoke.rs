@@ -34,8 +34,8 @@ use runtime::registry::Registry;
 use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 
-const WARMUP: usize = 500;
-const ITERATIONS: usize = 5_000;
+const ROUNDS: usize = 10;
+const ITERATIONS: usize = 10_000;
 
 fn request() -> http::Request<Bytes> {
     http::Request::get("http://localhost/")
@@ -57,6 +57,49 @@ fn stats(mut samples: Vec<Duration>) -> Stats {
         p99: samples[samples.len() * 99 / 100],
         mean,
     }
+}
+
+/// One request the way `wasmtime serve` handles it: fresh store,
+/// instantiate from the cached pre-instance, call the handler, read the body.
+async fn bare_call(
+    engine: &Engine,
+    broker: &Arc<Broker>,
+    pre: &wasmtime_wasi_http::p2::bindings::ProxyPre<HostState>,
+) {
+    let inv = Invocation {
+        app: "bench".into(),
+        function: None,
+        principal: Principal::Anonymous,
+        grants: None,
+        allow_as_user: false,
+    };
+    let state = HostState::new(
+        IntegrationsCtx::new(broker.clone(), Arc::new(inv)),
+        usize::MAX,
+        Duration::from_secs(30),
+    );
+    let mut store = wasmtime::Store::new(engine.wasmtime(), state);
+    store.set_epoch_deadline(u64::MAX / 2);
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let req = http::Request::get("http://localhost/")
+        .body(http_body_util::Empty::<Bytes>::new())
+        .unwrap();
+    let req = store
+        .data_mut()
+        .http()
+        .new_incoming_request(Scheme::Http, req)
+        .unwrap();
+    let out = store.data_mut().http().new_response_outparam(tx).unwrap();
+    let proxy = pre.instantiate_async(&mut store).await.unwrap();
+    proxy
+        .wasi_http_incoming_handler()
+        .call_handle(&mut store, req, out)
+        .await
+        .unwrap();
+    let response = rx.await.unwrap().unwrap();
+    let _ = http_body_util::BodyExt::collect(response.into_body())
+        .await
+        .unwrap();
 }
 
 fn main() {
@@ -86,42 +129,26 @@ fn main() {
         let f = registry.get("bench", "hello").unwrap();
         let invoker = Invoker::new(engine.clone(), broker.clone(), 64);
 
-        // Baseline: bare instantiate + handle, as `wasmtime serve` does.
+        // The two variants alternate in rounds so that warm-up, slot reuse
+        // and frequency changes affect both alike.
         let mut baseline = Vec::with_capacity(ITERATIONS);
-        for i in 0..WARMUP + ITERATIONS {
-            let started = Instant::now();
-            let inv = Invocation {
-                app: "bench".into(),
-                function: None,
-                principal: Principal::Anonymous,
-                grants: None,
-                allow_as_user: false,
-            };
-            let state = HostState::new(IntegrationsCtx::new(broker.clone(), Arc::new(inv)), usize::MAX, Duration::from_secs(30));
-            let mut store = wasmtime::Store::new(engine.wasmtime(), state);
-            store.set_epoch_deadline(u64::MAX / 2);
-            let (tx, rx) = tokio::sync::oneshot::channel();
-            let req = http::Request::get("http://localhost/")
-                .body(http_body_util::Empty::<Bytes>::new())
-                .unwrap();
-            let req = store.data_mut().http().new_incoming_request(Scheme::Http, req).unwrap();
-            let out = store.data_mut().http().new_response_outparam(tx).unwrap();
-            let proxy = f.pre.instantiate_async(&mut store).await.unwrap();
-            proxy.wasi_http_incoming_handler().call_handle(&mut store, req, out).await.unwrap();
-            let response = rx.await.unwrap().unwrap();
-            let _ = http_body_util::BodyExt::collect(response.into_body()).await.unwrap();
-            if i >= WARMUP {
-                baseline.push(started.elapsed());
-            }
-        }
-
         let mut ours = Vec::with_capacity(ITERATIONS);
-        for i in 0..WARMUP + ITERATIONS {
-            let started = Instant::now();
-            let response = invoker.invoke_http(f.clone(), Principal::Anonymous, request()).await.unwrap();
-            assert_eq!(response.status(), 200);
-            if i >= WARMUP {
-                ours.push(started.elapsed());
+        for round in 0..ROUNDS + 1 {
+            let measured = round > 0; // round 0 warms both up
+            for _ in 0..ITERATIONS / ROUNDS {
+                let started = Instant::now();
+                bare_call(&engine, &broker, &f.pre).await;
+                if measured {
+                    baseline.push(started.elapsed());
+                }
+            }
+            for _ in 0..ITERATIONS / ROUNDS {
+                let started = Instant::now();
+                let response = invoker.invoke_http(f.clone(), Principal::Anonymous, request()).await.unwrap();
+                assert_eq!(response.status(), 200);
+                if measured {
+                    ours.push(started.elapsed());
+                }
             }
         }
 

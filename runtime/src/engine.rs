@@ -36,6 +36,11 @@ const MAX_TABLE_ELEMENTS: usize = 100_000;
 const MAX_INSTANCES: usize = 32;
 const MAX_MEMORIES: usize = 8;
 const MAX_TABLES: usize = 32;
+/// Bytes of each pooled memory, table and async stack kept resident between
+/// instances (the values Spin uses).
+const KEEP_RESIDENT_MEMORY: usize = 2 * 1024 * 1024;
+const KEEP_RESIDENT_TABLE: usize = 512 * 1024;
+const KEEP_RESIDENT_STACK: usize = 64 * 1024;
 /// Resources (streams, requests, user handles...) one instance may hold.
 const MAX_RESOURCES: usize = 10_000;
 
@@ -121,6 +126,14 @@ impl Engine {
         pool.max_memories_per_component(u32::try_from(MAX_MEMORIES).unwrap_or(u32::MAX));
         pool.max_tables_per_component(u32::try_from(MAX_TABLES).unwrap_or(u32::MAX));
         pool.table_elements(MAX_TABLE_ELEMENTS);
+        // Keep the pages a request dirtied resident and reset them in place
+        // (with `pagemap_scan`, only the dirty ones) instead of returning
+        // them to the kernel and faulting them back in on the next request:
+        // the dominant per-request cost for small functions.
+        pool.linear_memory_keep_resident(KEEP_RESIDENT_MEMORY);
+        pool.table_keep_resident(KEEP_RESIDENT_TABLE);
+        pool.async_stack_keep_resident(KEEP_RESIDENT_STACK);
+        pool.pagemap_scan(wasmtime::Enabled::Auto);
         let mut pooled = base_config();
         pooled.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         // Creating the engine reserves the pool's address space: it is the probe.

@@ -159,61 +159,63 @@ impl Invoker {
             InvokeError::Failed(format!("could not pass the request to the function: {e:#}"))
         })?;
 
-        let pre = f.pre.clone();
-        let task = tokio::spawn(async move {
-            let result = async {
-                let proxy = pre.instantiate_async(&mut store).await?;
-                proxy
-                    .wasi_http_incoming_handler()
-                    .call_handle(&mut store, req, out)
-                    .await
-            }
-            .await;
-            let memory_exhausted = store.data().limiter.memory_exhausted;
-            drop(permits);
-            (result, memory_exhausted)
-        });
-        let abort = task.abort_handle();
-
-        let timeout_ms = limits.timeout_ms();
-        let memory_mb = limits.memory_bytes() / (1024 * 1024);
-        let outcome = tokio::time::timeout(deadline, async {
+        // The guest call and the collection of its response run in this
+        // task: no spawn, no cross-thread hand-off. The wall-clock timeout
+        // covers both; on expiry the store (and the guest) are dropped, which
+        // wasmtime supports at any await point (the epoch callback yields
+        // every tick, so even a spinning guest reaches one).
+        let guest = async {
+            let proxy = f.pre.instantiate_async(&mut store).await?;
+            proxy
+                .wasi_http_incoming_handler()
+                .call_handle(&mut store, req, out)
+                .await
+        };
+        let response = async {
             match receiver.await {
                 Ok(Ok(response)) => {
                     let (parts, body) = response.into_parts();
                     match Limited::new(body, MAX_RESPONSE_BODY).collect().await {
                         Ok(collected) => {
-                            Ok(Ok(http::Response::from_parts(parts, collected.to_bytes())))
+                            Ok(http::Response::from_parts(parts, collected.to_bytes()))
                         }
                         // The body failed: usually the guest trapped mid-body.
-                        Err(body_error) => Ok(Err(body_error.to_string())),
+                        Err(body_error) => Err(Some(body_error.to_string())),
                     }
                 }
-                Ok(Err(code)) => Ok(Err(format!("the function reported an error: {code:?}"))),
-                Err(_) => Err(()),
+                Ok(Err(code)) => Err(Some(format!("the function reported an error: {code:?}"))),
+                // The guest returned or trapped without answering.
+                Err(_) => Err(None),
             }
-        })
-        .await;
-
+        };
+        let timeout_ms = limits.timeout_ms();
+        let memory_mb = limits.memory_bytes() / (1024 * 1024);
+        let both = async {
+            tokio::pin!(guest, response);
+            tokio::select! {
+                response = &mut response => ((&mut guest).await, response),
+                result = &mut guest => match result {
+                    // Returned: the answer (or the dropped outparam) follows.
+                    Ok(()) => (Ok(()), response.await),
+                    // Trapped: the outparam stays in the poisoned store, so
+                    // no answer will come; do not wait for one.
+                    Err(e) => (Err(e), Err(None)),
+                },
+            }
+        };
+        let outcome = tokio::time::timeout(deadline, both).await;
+        let memory_exhausted = store.data().limiter.memory_exhausted;
+        drop(store);
+        drop(permits);
         match outcome {
-            Err(_elapsed) => {
-                abort.abort();
-                Err(InvokeError::Failed(format!(
-                    "the function exceeded its time limit of {timeout_ms} ms (wall clock) and was stopped; raise limits.timeoutMs in its manifest if it needs longer"
-                )))
-            }
-            Ok(Ok(Ok(response))) => Ok(response),
-            Ok(other) => {
-                // No response, or a broken one: the task's result says why.
-                let (result, memory_exhausted) = task
-                    .await
-                    .map_err(|e| InvokeError::Failed(format!("the function's task failed: {e}")))?;
-                let body_error = match other {
-                    Ok(Err(message)) => Some(message),
-                    _ => None,
-                };
+            Err(_elapsed) => Err(InvokeError::Failed(format!(
+                "the function exceeded its time limit of {timeout_ms} ms (wall clock) and was stopped; raise limits.timeoutMs in its manifest if it needs longer"
+            ))),
+            Ok((Ok(()), Ok(response))) => Ok(response),
+            Ok((guest_result, response_result)) => {
+                let body_error = response_result.err().flatten();
                 Err(InvokeError::Failed(explain(
-                    result.err(),
+                    guest_result.err(),
                     memory_exhausted,
                     body_error,
                     timeout_ms,

@@ -293,6 +293,49 @@ async fn tool_errors_reach_the_guest_as_typed_wit_errors() {
     let r = probe_call(&rt, create(good)).await;
     assert_eq!(r["ok"]["number"], 42, "{r}");
 
+    // as-user works for an admin-authenticated invocation of a function
+    // whose manifest allows it (a shared toolkit serves every user).
+    rt.deploy_ok(
+        "actor",
+        guest("probe"),
+        r#"{"grants": {"toolkits": ["github"]}, "allowAsUser": true}"#,
+    )
+    .await;
+    let call = json!({"tool": "GITHUB_CREATE_ISSUE", "params": {"owner": "acme", "repo": "widgets", "title": "t"}, "asUser": "u1"});
+    let (_, text) = rt
+        .call(Method::POST, "actor/call", Some(call.clone()))
+        .await;
+    assert_eq!(
+        serde_json::from_str::<Value>(&text).unwrap()["error"]["kind"],
+        "denied",
+        "anonymous: {text}"
+    );
+    let r = rt
+        .http
+        .post(format!("{}/fn/{APP}/actor/call", rt.url))
+        .bearer_auth(ADMIN_KEY)
+        .json(&call)
+        .send()
+        .await
+        .unwrap();
+    let r: Value = r.json().await.unwrap();
+    assert_eq!(r["ok"]["number"], 42, "admin: {r}");
+    let (_, logs) = rt
+        .admin(
+            Method::GET,
+            &format!("/v1/{APP}/integrations/logs?limit=1"),
+            None,
+        )
+        .await;
+    assert_eq!(logs["logs"][0]["identity"], "user:u1", "{logs}");
+    // The admin key used to authenticate never reached the provider.
+    assert!(
+        upstream
+            .requests()
+            .iter()
+            .all(|r| !r.headers.iter().any(|(_, v)| v.contains(ADMIN_KEY)))
+    );
+
     // A function without a grant for the tool is denied, with the fix named.
     rt.deploy_ok("ungranted", guest("probe"), "{}").await;
     let (_, text) = rt
