@@ -5,7 +5,10 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Multipart, Path, Query, State};
+use std::collections::HashMap;
+
+use axum::extract::{FromRequestParts, Multipart, Path, Query};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -111,24 +114,43 @@ impl From<RegistryError> for ApiError {
     }
 }
 
-/// Checks the `Authorization: Bearer <admin key>` of a request for `app`.
-pub async fn require_admin(
-    state: &AppState,
-    headers: &HeaderMap,
-    app: &str,
-) -> Result<(), ApiError> {
-    let unauthorized = |m: String| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", m);
-    let presented = bearer(headers).ok_or_else(|| {
-        unauthorized(format!(
-            "missing admin key: send `Authorization: Bearer <admin key of app {app}>`"
-        ))
-    })?;
-    if apps::verify(state.store.as_ref(), app, presented).await? {
-        Ok(())
-    } else {
-        Err(unauthorized(format!(
-            "the admin key is not valid for app `{app}`"
-        )))
+/// An authenticated admin call: the `{app}` of the path and proof that the
+/// request carries that app's admin key. Every management handler takes
+/// one, so none can forget the check.
+#[derive(Debug)]
+pub struct Admin {
+    /// The app acted on.
+    pub app: String,
+    /// Shared server state.
+    pub state: Arc<AppState>,
+}
+
+impl FromRequestParts<Arc<AppState>> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, ApiError> {
+        let Path(params) = Path::<HashMap<String, String>>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| ApiError::bad_request(e.body_text()))?;
+        let app = params.get("app").cloned().unwrap_or_default();
+        let unauthorized = |m: String| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", m);
+        let presented = bearer(&parts.headers).ok_or_else(|| {
+            unauthorized(format!(
+                "missing admin key: send `Authorization: Bearer <admin key of app {app}>`"
+            ))
+        })?;
+        if !apps::verify(state.store.as_ref(), &app, presented).await? {
+            return Err(unauthorized(format!(
+                "the admin key is not valid for app `{app}`"
+            )));
+        }
+        Ok(Admin {
+            app,
+            state: state.clone(),
+        })
     }
 }
 
@@ -219,12 +241,10 @@ async fn read_deploy_form(
 
 /// `PUT /v1/{appId}/functions/{name}` (multipart: `component`, `manifest`).
 pub async fn deploy_named(
-    State(state): State<Arc<AppState>>,
-    Path((app, name)): Path<(String, String)>,
-    headers: HeaderMap,
+    Admin { app, state }: Admin,
+    Path((_, name)): Path<(String, String)>,
     form: Multipart,
 ) -> Result<impl IntoResponse, ApiError> {
-    require_admin(&state, &headers, &app).await?;
     let (_, component, manifest) = read_deploy_form(form).await?;
     let record = state
         .registry
@@ -236,12 +256,9 @@ pub async fn deploy_named(
 
 /// `POST /v1/{appId}/functions` (multipart: `name`, `component`, `manifest`).
 pub async fn deploy(
-    State(state): State<Arc<AppState>>,
-    Path(app): Path<String>,
-    headers: HeaderMap,
+    Admin { app, state }: Admin,
     form: Multipart,
 ) -> Result<impl IntoResponse, ApiError> {
-    require_admin(&state, &headers, &app).await?;
     let (name, component, manifest) = read_deploy_form(form).await?;
     let name = name.ok_or_else(|| {
         ApiError::bad_request(
@@ -256,12 +273,7 @@ pub async fn deploy(
 }
 
 /// `GET /v1/{appId}/functions`.
-pub async fn list_functions(
-    State(state): State<Arc<AppState>>,
-    Path(app): Path<String>,
-    headers: HeaderMap,
-) -> Result<Json<Value>, ApiError> {
-    require_admin(&state, &headers, &app).await?;
+pub async fn list_functions(Admin { app, state }: Admin) -> Result<Json<Value>, ApiError> {
     let list = state.store.list_functions(Some(&app)).await?;
     Ok(Json(
         json!({ "functions": list.iter().map(function_json).collect::<Vec<_>>() }),
@@ -270,11 +282,9 @@ pub async fn list_functions(
 
 /// `GET /v1/{appId}/functions/{name}`.
 pub async fn get_function(
-    State(state): State<Arc<AppState>>,
-    Path((app, name)): Path<(String, String)>,
-    headers: HeaderMap,
+    Admin { app, state }: Admin,
+    Path((_, name)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
-    require_admin(&state, &headers, &app).await?;
     let record = state
         .store
         .get_function(&app, &name)
@@ -285,11 +295,9 @@ pub async fn get_function(
 
 /// `DELETE /v1/{appId}/functions/{name}`.
 pub async fn delete_function(
-    State(state): State<Arc<AppState>>,
-    Path((app, name)): Path<(String, String)>,
-    headers: HeaderMap,
+    Admin { app, state }: Admin,
+    Path((_, name)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    require_admin(&state, &headers, &app).await?;
     if state.registry.remove(&app, &name).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {
@@ -300,13 +308,7 @@ pub async fn delete_function(
 }
 
 /// `POST /v1/{appId}/integrations/configure` `{toolkit, apiKey?, apiBaseUrl?}`.
-pub async fn configure(
-    State(state): State<Arc<AppState>>,
-    Path(app): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Json<Value>, ApiError> {
-    require_admin(&state, &headers, &app).await?;
+pub async fn configure(Admin { app, state }: Admin, body: Bytes) -> Result<Json<Value>, ApiError> {
     let req: ConfigureToolkit = parse_json("body", &body)?;
     let view = state.broker.configure(&app, req).await?;
     Ok(Json(json!({ "toolkit": view })))
@@ -314,22 +316,15 @@ pub async fn configure(
 
 /// `DELETE /v1/{appId}/integrations/configure/{toolkit}`.
 pub async fn disable_toolkit(
-    State(state): State<Arc<AppState>>,
-    Path((app, toolkit)): Path<(String, String)>,
-    headers: HeaderMap,
+    Admin { app, state }: Admin,
+    Path((_, toolkit)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    require_admin(&state, &headers, &app).await?;
     state.broker.disable(&app, &toolkit).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 /// `GET /v1/{appId}/integrations/config`.
-pub async fn list_config(
-    State(state): State<Arc<AppState>>,
-    Path(app): Path<String>,
-    headers: HeaderMap,
-) -> Result<Json<Value>, ApiError> {
-    require_admin(&state, &headers, &app).await?;
+pub async fn list_config(Admin { app, state }: Admin) -> Result<Json<Value>, ApiError> {
     Ok(Json(
         json!({ "toolkits": state.broker.list_configured(&app).await? }),
     ))
@@ -344,12 +339,9 @@ pub struct CatalogQuery {
 
 /// `GET /v1/{appId}/integrations/available?search=`.
 pub async fn available(
-    State(state): State<Arc<AppState>>,
-    Path(app): Path<String>,
-    headers: HeaderMap,
+    Admin { app, state }: Admin,
     Query(q): Query<CatalogQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    require_admin(&state, &headers, &app).await?;
     let needle = q.search.unwrap_or_default().to_lowercase();
     let custom = state.store.list_connectors(&app).await?;
     let builtin = state
@@ -387,12 +379,9 @@ fn admin_invocation(app: &str) -> Invocation {
 
 /// `GET /v1/{appId}/integrations/tools?toolkit=`.
 pub async fn tools(
-    State(state): State<Arc<AppState>>,
-    Path(app): Path<String>,
-    headers: HeaderMap,
+    Admin { app, state }: Admin,
     Query(q): Query<CatalogQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    require_admin(&state, &headers, &app).await?;
     let mut tools = state.broker.list_tools(&admin_invocation(&app)).await?;
     if let Some(t) = &q.toolkit {
         tools.retain(|tool| &tool.toolkit == t);
@@ -401,12 +390,7 @@ pub async fn tools(
 }
 
 /// `GET /v1/{appId}/integrations/connectors`.
-pub async fn list_connectors(
-    State(state): State<Arc<AppState>>,
-    Path(app): Path<String>,
-    headers: HeaderMap,
-) -> Result<Json<Value>, ApiError> {
-    require_admin(&state, &headers, &app).await?;
+pub async fn list_connectors(Admin { app, state }: Admin) -> Result<Json<Value>, ApiError> {
     Ok(Json(
         json!({ "connectors": state.store.list_connectors(&app).await? }),
     ))
@@ -414,12 +398,9 @@ pub async fn list_connectors(
 
 /// `POST /v1/{appId}/integrations/connectors` (a connector definition).
 pub async fn put_connector(
-    State(state): State<Arc<AppState>>,
-    Path(app): Path<String>,
-    headers: HeaderMap,
+    Admin { app, state }: Admin,
     body: Bytes,
 ) -> Result<impl IntoResponse, ApiError> {
-    require_admin(&state, &headers, &app).await?;
     let spec: ConnectorSpec = parse_json("connector", &body)?;
     let slug = spec.slug.clone();
     state.broker.put_connector(&app, spec).await?;
@@ -428,11 +409,9 @@ pub async fn put_connector(
 
 /// `DELETE /v1/{appId}/integrations/connectors/{slug}`.
 pub async fn delete_connector(
-    State(state): State<Arc<AppState>>,
-    Path((app, slug)): Path<(String, String)>,
-    headers: HeaderMap,
+    Admin { app, state }: Admin,
+    Path((_, slug)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    require_admin(&state, &headers, &app).await?;
     state.broker.delete_connector(&app, &slug).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -471,13 +450,7 @@ pub fn tool_error_json(e: &ToolError) -> Value {
 }
 
 /// `POST /v1/{appId}/integrations/execute` `{toolName, params, userId?}`.
-pub async fn execute(
-    State(state): State<Arc<AppState>>,
-    Path(app): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Json<Value>, ApiError> {
-    require_admin(&state, &headers, &app).await?;
+pub async fn execute(Admin { app, state }: Admin, body: Bytes) -> Result<Json<Value>, ApiError> {
     let req: ExecuteBody = parse_json("body", &body)?;
     let params = req
         .params
@@ -510,12 +483,9 @@ pub struct LogsQuery {
 
 /// `GET /v1/{appId}/integrations/logs?limit=`: the audit trail, newest first.
 pub async fn logs(
-    State(state): State<Arc<AppState>>,
-    Path(app): Path<String>,
-    headers: HeaderMap,
+    Admin { app, state }: Admin,
     Query(q): Query<LogsQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    require_admin(&state, &headers, &app).await?;
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
     Ok(Json(
         json!({ "logs": state.store.list_audit(&app, limit).await? }),
