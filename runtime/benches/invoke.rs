@@ -30,6 +30,7 @@ use host_api::store::{SledStore, Store};
 use host_api::{Broker, Invocation};
 use runtime::engine::{Engine, EngineSettings, HostState};
 use runtime::invoke::Invoker;
+use runtime::logs::FunctionOutput;
 use runtime::registry::Registry;
 use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
@@ -73,8 +74,10 @@ async fn bare_call(
         grants: None,
         allow_as_user: false,
     };
+    let output = FunctionOutput::pair(Arc::from("bench"), Arc::from("hello"));
     let state = HostState::new(
         IntegrationsCtx::new(broker.clone(), Arc::new(inv)),
+        output,
         usize::MAX,
         Duration::from_secs(30),
     );

@@ -16,6 +16,8 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use host_api::integrations::{self, IntegrationsCtx, IntegrationsView};
+
+use crate::logs::FunctionOutput;
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{Config, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter};
@@ -411,7 +413,7 @@ impl WasiHttpHooks for DenyEgress {
 /// The `T` of every `Store<T>`: one named context per interface and one
 /// capped resource table.
 pub struct HostState {
-    /// WASI (no preopens, no inherited environment).
+    /// WASI (no preopens, no inherited environment; output to the log).
     pub wasi: WasiCtx,
     /// `wasi:http` state.
     pub http: WasiHttpCtx,
@@ -437,12 +439,17 @@ impl std::fmt::Debug for HostState {
 
 impl HostState {
     /// Fresh state for one invocation.
-    pub fn new(integrations: IntegrationsCtx, memory_cap: usize, deadline: Duration) -> Self {
+    pub fn new(
+        integrations: IntegrationsCtx,
+        output: (FunctionOutput, FunctionOutput),
+        memory_cap: usize,
+        deadline: Duration,
+    ) -> Self {
         let ticks = u64::try_from(deadline.as_millis() / EPOCH_TICK.as_millis())
             .unwrap_or(u64::MAX)
             .max(1);
         Self {
-            wasi: WasiCtx::builder().inherit_stdout().inherit_stderr().build(),
+            wasi: WasiCtx::builder().stdout(output.0).stderr(output.1).build(),
             http: WasiHttpCtx::new(),
             egress: DenyEgress,
             integrations,

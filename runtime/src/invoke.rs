@@ -17,6 +17,7 @@ use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 
 use crate::engine::{Engine, HostState};
+use crate::logs::FunctionOutput;
 
 /// Largest response body a function may return; it is buffered so a trap
 /// mid-body still yields a clean 500.
@@ -30,6 +31,9 @@ pub struct LoadedFunction {
     pub pre: ProxyPre<HostState>,
     /// The function's own concurrency limit.
     pub permits: Arc<Semaphore>,
+    /// App and name, shared with each invocation's log lines.
+    app: Arc<str>,
+    name: Arc<str>,
 }
 
 impl std::fmt::Debug for LoadedFunction {
@@ -44,10 +48,16 @@ impl LoadedFunction {
     /// Wraps a prepared component with its record.
     pub fn new(record: FunctionRecord, pre: ProxyPre<HostState>) -> Self {
         let limit = usize::try_from(record.manifest.limits.max_concurrency()).unwrap_or(1);
+        let (app, name) = (
+            Arc::from(record.app.as_str()),
+            Arc::from(record.name.as_str()),
+        );
         Self {
             record,
             pre,
             permits: Arc::new(Semaphore::new(limit)),
+            app,
+            name,
         }
     }
 }
@@ -126,6 +136,7 @@ impl Invoker {
         };
         let state = HostState::new(
             IntegrationsCtx::new(self.broker.clone(), Arc::new(invocation)),
+            FunctionOutput::pair(f.app.clone(), f.name.clone()),
             limits.memory_bytes(),
             deadline,
         );
@@ -249,7 +260,7 @@ fn explain(
             "the function exceeded its memory limit of {memory_mb} MiB and was stopped; raise limits.memoryMb in its manifest if it needs more"
         ),
         Some(Trap::UnreachableCodeReached) => {
-            "the function trapped (wasm `unreachable`: a Rust panic aborts this way; see the function's stderr for the panic message)".into()
+            "the function trapped (wasm `unreachable`: a Rust panic aborts this way; its panic message is in the runtime's log, under this function's name)".into()
         }
         Some(trap) => format!("the function trapped: {trap}"),
         None => {

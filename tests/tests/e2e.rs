@@ -413,6 +413,18 @@ async fn hostile_guests_hit_their_limits_and_the_server_keeps_serving() {
         assert_eq!((status, body.as_str()), (200, "ok"), "after {path}");
     }
 
+    // The guest's own output (here its panic message) is logged as lines
+    // attributed to the function.
+    let output = rt.output();
+    let panic_line = output
+        .lines()
+        .find(|l| l.contains("probe panicked on purpose"))
+        .expect("panic message logged");
+    assert!(
+        panic_line.contains("function=probe") && panic_line.contains("stream=\"stderr\""),
+        "{panic_line}"
+    );
+
     // No ambient egress and no filesystem.
     let (_, body) = rt.call(Method::GET, "probe/egress", None).await;
     let egress: Value = serde_json::from_str(&body).unwrap();
