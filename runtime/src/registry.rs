@@ -53,14 +53,15 @@ pub enum RegistryError {
     Internal(String),
 }
 
-type Key = (String, String);
+/// Functions by app, then by name (looked up by `&str`, no allocation).
+type Loaded = HashMap<String, HashMap<String, Arc<LoadedFunction>>>;
 
 /// Functions by (app, name).
 #[derive(Debug)]
 pub struct Registry {
     engine: Arc<Engine>,
     store: Arc<dyn Store>,
-    loaded: RwLock<HashMap<Key, Arc<LoadedFunction>>>,
+    loaded: RwLock<Loaded>,
 }
 
 impl Registry {
@@ -96,19 +97,16 @@ impl Registry {
     }
 
     fn insert(&self, f: LoadedFunction) {
-        let key = (f.record.app.clone(), f.record.name.clone());
         if let Ok(mut map) = self.loaded.write() {
-            map.insert(key, Arc::new(f));
+            map.entry(f.record.app.clone())
+                .or_default()
+                .insert(f.record.name.clone(), Arc::new(f));
         }
     }
 
     /// The current version of a function.
     pub fn get(&self, app: &str, name: &str) -> Option<Arc<LoadedFunction>> {
-        self.loaded
-            .read()
-            .ok()?
-            .get(&(app.to_string(), name.to_string()))
-            .cloned()
+        self.loaded.read().ok()?.get(app)?.get(name).cloned()
     }
 
     /// Deploys `component` as `app/name`; a new version if it existed.
@@ -160,8 +158,10 @@ impl Registry {
     pub async fn remove(&self, app: &str, name: &str) -> Result<bool, StoreError> {
         let record = self.store.get_function(app, name).await?;
         let existed = self.store.delete_function(app, name).await?;
-        if let Ok(mut map) = self.loaded.write() {
-            map.remove(&(app.to_string(), name.to_string()));
+        if let Ok(mut map) = self.loaded.write()
+            && let Some(functions) = map.get_mut(app)
+        {
+            functions.remove(name);
         }
         if let Some(r) = record {
             self.collect_artifacts(&r.component_sha256).await;
