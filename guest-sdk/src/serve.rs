@@ -69,7 +69,18 @@ fn read_request(request: &IncomingRequest) -> Result<Request, Response> {
         .and_then(|length| usize::try_from(length).ok())
         .unwrap_or(0)
         .min(MAX_REQUEST_BODY);
-    let body = read_body(request, capacity)?;
+    // Per RFC 9112 a request with neither Content-Length nor
+    // Transfer-Encoding has no body, and this runtime always sends the exact
+    // Content-Length of the body it buffered: an empty body needs no reads
+    // (and no host calls) at all.
+    let chunked = headers
+        .iter()
+        .any(|(name, _)| name.eq_ignore_ascii_case("transfer-encoding"));
+    let body = if declared_length == Some(0) || (declared_length.is_none() && !chunked) {
+        Vec::new()
+    } else {
+        read_body(request, capacity)?
+    };
 
     let mut built = Request::new(method, path_with_query).with_body(body);
     for (name, value) in headers {

@@ -60,13 +60,7 @@ fn stats(mut samples: Vec<Duration>) -> Stats {
     }
 }
 
-/// One request the way `wasmtime serve` handles it: fresh store,
-/// instantiate from the cached pre-instance, call the handler, read the body.
-async fn bare_call(
-    engine: &Engine,
-    broker: &Arc<Broker>,
-    pre: &wasmtime_wasi_http::p2::bindings::ProxyPre<HostState>,
-) {
+fn bare_store(engine: &Engine, broker: &Arc<Broker>) -> wasmtime::Store<HostState> {
     let inv = Invocation {
         app: "bench".into(),
         function: None,
@@ -83,6 +77,27 @@ async fn bare_call(
     );
     let mut store = wasmtime::Store::new(engine.wasmtime(), state);
     store.set_epoch_deadline(u64::MAX / 2);
+    store
+}
+
+/// Store creation and instantiation alone, to split the cost.
+async fn bare_instantiate(
+    engine: &Engine,
+    broker: &Arc<Broker>,
+    pre: &wasmtime_wasi_http::p2::bindings::ProxyPre<HostState>,
+) {
+    let mut store = bare_store(engine, broker);
+    let _ = pre.instantiate_async(&mut store).await.unwrap();
+}
+
+/// One request the way `wasmtime serve` handles it: fresh store,
+/// instantiate from the cached pre-instance, call the handler, read the body.
+async fn bare_call(
+    engine: &Engine,
+    broker: &Arc<Broker>,
+    pre: &wasmtime_wasi_http::p2::bindings::ProxyPre<HostState>,
+) {
+    let mut store = bare_store(engine, broker);
     let (tx, rx) = tokio::sync::oneshot::channel();
     let req = http::Request::get("http://localhost/")
         .body(http_body_util::Empty::<Bytes>::new())
@@ -106,8 +121,13 @@ async fn bare_call(
 }
 
 fn main() {
-    let wasm = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../target/wasm32-wasip2/release/hello.wasm");
+    // BENCH_COMPONENT=path.wasm measures another component the same way.
+    let wasm = std::env::var_os("BENCH_COMPONENT")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../target/wasm32-wasip2/release/hello.wasm")
+        });
     let component = std::fs::read(&wasm).unwrap_or_else(|e| {
         panic!(
             "{}: {e}; build the examples first (scripts/bench.sh does)",
@@ -134,10 +154,18 @@ fn main() {
 
         // The two variants alternate in rounds so that warm-up, slot reuse
         // and frequency changes affect both alike.
+        let mut instantiate = Vec::with_capacity(ITERATIONS);
         let mut baseline = Vec::with_capacity(ITERATIONS);
         let mut ours = Vec::with_capacity(ITERATIONS);
         for round in 0..ROUNDS + 1 {
             let measured = round > 0; // round 0 warms both up
+            for _ in 0..ITERATIONS / ROUNDS {
+                let started = Instant::now();
+                bare_instantiate(&engine, &broker, &f.pre).await;
+                if measured {
+                    instantiate.push(started.elapsed());
+                }
+            }
             for _ in 0..ITERATIONS / ROUNDS {
                 let started = Instant::now();
                 bare_call(&engine, &broker, &f.pre).await;
@@ -155,10 +183,12 @@ fn main() {
             }
         }
 
+        let i = stats(instantiate);
         let b = stats(baseline);
         let o = stats(ours);
-        println!("in-process instantiate + call of `hello` ({ITERATIONS} iterations, fresh Store each, pooling: {})", engine.pooling);
+        println!("in-process instantiate + call of {} ({ITERATIONS} iterations, fresh Store each, pooling: {})", wasm.display(), engine.pooling);
         println!("{:<34} {:>10} {:>10} {:>10}", "", "p50", "p99", "mean");
+        println!("{:<34} {:>10.1?} {:>10.1?} {:>10.1?}", "  of which: instantiate only", i.p50, i.p99, i.mean);
         println!("{:<34} {:>10.1?} {:>10.1?} {:>10.1?}", "baseline (bare wasmtime)", b.p50, b.p99, b.mean);
         println!("{:<34} {:>10.1?} {:>10.1?} {:>10.1?}", "runtime (Invoker::invoke_http)", o.p50, o.p99, o.mean);
         println!(

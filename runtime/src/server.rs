@@ -149,6 +149,13 @@ async fn trigger(
             )
         })?;
 
+    // The body is buffered, so its exact length is known: say so, which
+    // lets a guest skip reading an empty body.
+    parts.headers.remove(http::header::TRANSFER_ENCODING);
+    parts
+        .headers
+        .insert(http::header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+
     // The function sees the path below its route.
     let query = parts
         .uri
