@@ -12,6 +12,10 @@ build_guests functions
 build_guests tests/guests
 
 echo "==> cargo test"
+# The end-to-end tests run the real `runtime` binary; cargo only builds a
+# package's binary for that package's own tests, so build it first (same
+# profile as the tests: nothing is compiled twice).
+cargo build -p runtime --locked
 cargo test --workspace --locked
 
 echo "==> cargo fmt --check and cargo clippy"
