@@ -14,7 +14,7 @@ use crate::config::{KeySource, ServeConfig};
 /// Serve backend functions compiled to WebAssembly components; they call
 /// other people's APIs through credentials only this host holds.
 #[derive(Debug, Parser)]
-#[command(name = "runtime", version, about, after_help = EXAMPLES)]
+#[command(name = "runtime", version, after_help = EXAMPLES)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]
