@@ -16,9 +16,14 @@ echo "==> cargo test"
 # package's binary for that package's own tests, so build it first (same
 # profile as the tests: nothing is compiled twice).
 cargo build -p runtime --locked
-cargo test --workspace --locked
+results=$(mktemp)
+trap 'rm -f "$results"' EXIT
+cargo test --workspace --locked 2>&1 | tee "$results"
 
 echo "==> cargo fmt --check and cargo clippy"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked --quiet -- -D warnings
-echo "all checks passed"
+
+# One closing line over every test binary and doc-test run.
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     END { printf "%d passed, %d failed\n", p, f }' "$results"
