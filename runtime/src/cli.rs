@@ -9,6 +9,8 @@ use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
 use serde_json::Value;
 
+use host_api::Secret;
+
 use crate::config::{KeySource, ServeConfig};
 
 /// Serve backend functions compiled to WebAssembly components; they call
@@ -42,7 +44,7 @@ pub struct ClientArgs {
     pub app: String,
     /// The app's admin key.
     #[arg(long, env = "RUNTIME_ADMIN_KEY", hide_env_values = true)]
-    pub key: Option<String>,
+    pub key: Option<Secret>,
 }
 
 /// The verbs.
@@ -126,7 +128,7 @@ pub struct ServeArgs {
     pub apps: Vec<String>,
 }
 
-fn client(args: &ClientArgs) -> anyhow::Result<(reqwest::Client, String)> {
+fn client(args: &ClientArgs) -> anyhow::Result<(reqwest::Client, Secret)> {
     let key = args.key.clone().context(
         "no admin key: pass --key or set RUNTIME_ADMIN_KEY (printed once when the app was created)",
     )?;
@@ -187,7 +189,7 @@ impl Cli {
                 );
                 let body = answer(
                     http.put(url)
-                        .bearer_auth(key)
+                        .bearer_auth(key.expose())
                         .multipart(form)
                         .send()
                         .await?,
@@ -206,7 +208,7 @@ impl Cli {
             Command::Functions(FunctionsCommand::List { client: c }) => {
                 let (http, key) = client(&c)?;
                 let url = format!("{}/v1/{}/functions", c.url.trim_end_matches('/'), c.app);
-                let body = answer(http.get(url).bearer_auth(key).send().await?).await?;
+                let body = answer(http.get(url).bearer_auth(key.expose()).send().await?).await?;
                 println!("{:<24} {:>7}  {:<12} URL", "NAME", "VERSION", "SHA256");
                 let functions = body
                     .get("functions")
@@ -240,7 +242,7 @@ impl Cli {
                     c.app,
                     name
                 );
-                let response = http.delete(url).bearer_auth(key).send().await?;
+                let response = http.delete(url).bearer_auth(key.expose()).send().await?;
                 if !response.status().is_success() {
                     answer(response).await?;
                 }
@@ -263,7 +265,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         &args.master_key_file,
         args.dev,
     ) {
-        (Some(hex), _, _) => KeySource::Hex(hex),
+        (Some(hex), _, _) => KeySource::Hex(Secret::new(hex)),
         (None, Some(path), _) => KeySource::File(path.clone()),
         (None, None, true) => KeySource::DevFile,
         (None, None, false) => KeySource::Missing,
@@ -285,7 +287,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         apps,
         admin_key: std::env::var("RUNTIME_ADMIN_KEY")
             .ok()
-            .filter(|k| !k.is_empty()),
+            .filter(|k| !k.is_empty())
+            .map(Secret::new),
     };
     let started = config.start().await?;
     if config.dev && args.functions_dir.is_dir() {

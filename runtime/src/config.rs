@@ -7,11 +7,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context as _, bail};
-use host_api::Broker;
 use host_api::catalog::Catalog;
 use host_api::crypto::MasterKey;
 use host_api::egress::EgressPolicy;
 use host_api::store::{SledStore, Store};
+use host_api::{Broker, Secret};
 
 use crate::engine::{Engine, EngineSettings};
 use crate::invoke::Invoker;
@@ -22,7 +22,7 @@ use crate::server::AppState;
 #[derive(Debug, Clone)]
 pub enum KeySource {
     /// `RUNTIME_MASTER_KEY` (64 hex characters).
-    Hex(String),
+    Hex(Secret),
     /// A file holding 64 hex characters.
     File(PathBuf),
     /// Dev mode: `<data-dir>/master.key`, created on first start.
@@ -49,7 +49,7 @@ pub struct ServeConfig {
     /// Apps to make sure exist.
     pub apps: Vec<String>,
     /// Admin key for those apps (`RUNTIME_ADMIN_KEY`).
-    pub admin_key: Option<String>,
+    pub admin_key: Option<Secret>,
 }
 
 /// A started runtime, before it accepts connections.
@@ -80,7 +80,7 @@ impl ServeConfig {
             crate::registry::check_name("app", app).map_err(anyhow::Error::msg)?;
         }
         if let Some(k) = &self.admin_key
-            && k.len() < 16
+            && k.expose().len() < 16
         {
             bail!(
                 "RUNTIME_ADMIN_KEY must be at least 16 characters; generate one with `runtime keygen`"
@@ -92,7 +92,7 @@ impl ServeConfig {
         create_private_dir(&self.data_dir)?;
 
         let key = match &self.key {
-            KeySource::Hex(h) => MasterKey::from_hex(h).context("RUNTIME_MASTER_KEY")?,
+            KeySource::Hex(h) => MasterKey::from_hex(h.expose()).context("RUNTIME_MASTER_KEY")?,
             KeySource::File(p) => {
                 let text = std::fs::read_to_string(p)
                     .with_context(|| format!("reading master key file {}", p.display()))?;
@@ -152,8 +152,12 @@ impl ServeConfig {
 
         let mut new_keys = Vec::new();
         for app in &self.apps {
-            if let Some(k) =
-                crate::apps::ensure_app(store.as_ref(), app, self.admin_key.as_deref()).await?
+            if let Some(k) = crate::apps::ensure_app(
+                store.as_ref(),
+                app,
+                self.admin_key.as_ref().map(Secret::expose),
+            )
+            .await?
             {
                 new_keys.push((app.clone(), k));
             }
