@@ -235,11 +235,6 @@ impl Broker {
         &self.builtin
     }
 
-    /// The store.
-    pub fn store(&self) -> &Arc<dyn Store> {
-        &self.store
-    }
-
     async fn custom_catalog(&self, app: &str) -> Result<Arc<Catalog>, StoreError> {
         if let Ok(map) = self.custom.read()
             && let Some(c) = map.get(app)
