@@ -1,0 +1,315 @@
+//! Router tests: the management API in process (`tower::ServiceExt::oneshot`),
+//! on a real sled store in a temp dir, without starting the binary.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use runtime::config::{KeySource, ServeConfig};
+use runtime::server::{AppState, router};
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+const KEY: &str = "router-test-admin-key-0123456789";
+
+async fn start(dir: &std::path::Path, allow_insecure: bool) -> Arc<AppState> {
+    let config = ServeConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        data_dir: dir.to_path_buf(),
+        dev: false,
+        key: KeySource::Hex(host_api::Secret::new("11".repeat(32))),
+        allow_insecure_upstreams: allow_insecure,
+        max_instances: 4,
+        apps: vec!["app1".into()],
+        admin_key: Some(host_api::Secret::new(KEY)),
+    };
+    config.start().await.unwrap().state
+}
+
+async fn call(
+    state: &Arc<AppState>,
+    method: &str,
+    uri: &str,
+    key: Option<&str>,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    let mut req = Request::builder().method(method).uri(uri);
+    if let Some(k) = key {
+        req = req.header("authorization", format!("Bearer {k}"));
+    }
+    let req = match body {
+        Some(b) => req
+            .header("content-type", "application/json")
+            .body(Body::from(b.to_string())),
+        None => req.body(Body::empty()),
+    }
+    .unwrap();
+    let response = router(state.clone()).oneshot(req).await.unwrap();
+    let status = response.status();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+fn message(v: &Value) -> &str {
+    v["error"]["message"].as_str().unwrap_or_default()
+}
+
+fn acme(base: &str) -> Value {
+    json!({
+        "slug": "acme",
+        "displayName": "Acme CRM",
+        "apiBaseUrl": base,
+        "auth": {"type": "header", "name": "X-Acme-Key"},
+        "tools": [{
+            "name": "ACME_GET_CONTACT",
+            "description": "Fetch a contact.",
+            "method": "GET",
+            "path": "/contacts/{id}",
+            "parameters": {"type": "object", "required": ["id"], "properties": {"id": {"type": "string"}}}
+        }]
+    })
+}
+
+#[tokio::test]
+async fn every_admin_route_needs_the_apps_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = start(dir.path(), false).await;
+    let (status, _) = call(&state, "GET", "/healthz", None, None).await;
+    assert_eq!(status, StatusCode::OK);
+    for (method, uri) in [
+        ("GET", "/v1/app1/functions"),
+        ("GET", "/v1/app1/integrations/config"),
+        ("GET", "/v1/app1/integrations/tools"),
+        ("POST", "/v1/app1/integrations/execute"),
+        ("POST", "/v1/app1/integrations/connectors"),
+        ("DELETE", "/v1/app1/functions/x"),
+    ] {
+        let (status, body) = call(&state, method, uri, None, None).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{method} {uri}");
+        assert!(message(&body).contains("Authorization: Bearer"), "{body}");
+        let (status, _) = call(&state, method, uri, Some("not-the-key-0123456789"), None).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{method} {uri}");
+    }
+    // The key of one app opens no other app.
+    let (status, _) = call(&state, "GET", "/v1/app2/functions", Some(KEY), None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, body) = call(&state, "GET", "/nowhere", None, None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(message(&body).contains("/fn/"), "{body}");
+}
+
+#[tokio::test]
+async fn custom_connectors_are_validated_listed_and_callable_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = start(dir.path(), false).await;
+
+    // Plain http is refused without --allow-insecure-upstreams.
+    let (status, body) = call(
+        &state,
+        "POST",
+        "/v1/app1/integrations/connectors",
+        Some(KEY),
+        Some(acme("http://acme.test")),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        message(&body).contains("--allow-insecure-upstreams"),
+        "{body}"
+    );
+
+    let (status, body) = call(
+        &state,
+        "POST",
+        "/v1/app1/integrations/connectors",
+        Some(KEY),
+        Some(acme("https://api.acme.test")),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+
+    // A built-in slug or tool name cannot be taken.
+    let mut clash = acme("https://api.acme.test");
+    clash["slug"] = json!("github");
+    let (status, body) = call(
+        &state,
+        "POST",
+        "/v1/app1/integrations/connectors",
+        Some(KEY),
+        Some(clash),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(message(&body).contains("built-in"), "{body}");
+    // Unknown fields are named.
+    let mut typo = acme("https://api.acme.test");
+    typo["tooles"] = json!([]);
+    let (status, body) = call(
+        &state,
+        "POST",
+        "/v1/app1/integrations/connectors",
+        Some(KEY),
+        Some(typo),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(message(&body).contains("tooles"), "{body}");
+
+    let (_, tools) = call(
+        &state,
+        "GET",
+        "/v1/app1/integrations/tools?toolkit=acme",
+        Some(KEY),
+        None,
+    )
+    .await;
+    assert_eq!(tools["tools"][0]["name"], "ACME_GET_CONTACT", "{tools}");
+    let (_, available) = call(
+        &state,
+        "GET",
+        "/v1/app1/integrations/available?search=crm",
+        Some(KEY),
+        None,
+    )
+    .await;
+    assert_eq!(
+        available["toolkits"].as_array().unwrap().len(),
+        1,
+        "{available}"
+    );
+    assert_eq!(available["toolkits"][0]["custom"], true);
+
+    // Executing before configuring says how to configure.
+    let exec = json!({"toolName": "ACME_GET_CONTACT", "params": {"id": "c1"}});
+    let (status, body) = call(
+        &state,
+        "POST",
+        "/v1/app1/integrations/execute",
+        Some(KEY),
+        Some(exec),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["successful"], false);
+    assert_eq!(body["error"]["kind"], "not-connected", "{body}");
+    assert!(body["logId"].as_str().unwrap().starts_with("log_"));
+
+    let (status, _) = call(
+        &state,
+        "DELETE",
+        "/v1/app1/integrations/connectors/acme",
+        Some(KEY),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, _) = call(
+        &state,
+        "DELETE",
+        "/v1/app1/integrations/connectors/acme",
+        Some(KEY),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn configure_and_execute_reject_bad_input_with_the_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = start(dir.path(), false).await;
+    let configure = "/v1/app1/integrations/configure";
+
+    let (status, body) = call(
+        &state,
+        "POST",
+        configure,
+        Some(KEY),
+        Some(json!({"toolkit": "nope", "apiKey": "k"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(message(&body).contains("integrations/available"), "{body}");
+
+    let local = json!({"toolkit": "github", "apiKey": "k", "apiBaseUrl": "https://127.0.0.1/api"});
+    let (status, body) = call(&state, "POST", configure, Some(KEY), Some(local)).await;
+    assert_eq!(
+        status,
+        StatusCode::BAD_REQUEST,
+        "credentials must not go to loopback: {body}"
+    );
+
+    let (status, body) = call(
+        &state,
+        "POST",
+        configure,
+        Some(KEY),
+        Some(json!({"toolkit": "github", "apiKey": ""})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(message(&body).contains("apiKey"), "{body}");
+
+    let (status, body) = call(
+        &state,
+        "POST",
+        configure,
+        Some(KEY),
+        Some(json!({"toolkit": "github", "apikey": "k"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(message(&body).contains("apikey"), "{body}");
+
+    let (status, body) = call(
+        &state,
+        "POST",
+        configure,
+        Some(KEY),
+        Some(json!({"toolkit": "github", "apiKey": "ghp_router_canary_123"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(!body.to_string().contains("ghp_router_canary_123"));
+
+    // Disabling an unconfigured toolkit is a 404 that names it.
+    let (status, body) = call(
+        &state,
+        "DELETE",
+        "/v1/app1/integrations/configure/slack",
+        Some(KEY),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(message(&body).contains("slack"), "{body}");
+
+    let bad = json!({"toolName": "GITHUB_CREATE_ISSUE", "params": {"owner": "o", "repo": "r"}});
+    let (_, body) = call(
+        &state,
+        "POST",
+        "/v1/app1/integrations/execute",
+        Some(KEY),
+        Some(bad),
+    )
+    .await;
+    assert_eq!(body["error"]["kind"], "invalid-params", "{body}");
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("title"),
+        "{body}"
+    );
+    let (status, body) = call(
+        &state,
+        "POST",
+        "/v1/app1/integrations/execute",
+        Some(KEY),
+        Some(json!({"tool": "X"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(message(&body).contains("tool"), "{body}");
+}
