@@ -1,5 +1,11 @@
 //! Router tests: the management API in process (`tower::ServiceExt::oneshot`),
 //! on a real sled store in a temp dir, without starting the binary.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use std::sync::Arc;
 
