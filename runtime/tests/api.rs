@@ -18,6 +18,7 @@ use serde_json::{Value, json};
 use tower::ServiceExt;
 
 const KEY: &str = "router-test-admin-key-0123456789";
+const CONNECTORS: &str = "/v1/app1/integrations/connectors";
 
 async fn start(dir: &std::path::Path, allow_insecure: bool) -> Arc<AppState> {
     let config = ServeConfig {
@@ -58,6 +59,16 @@ async fn call(
         status,
         serde_json::from_slice(&bytes).unwrap_or(Value::Null),
     )
+}
+
+/// A call with the app's admin key.
+async fn admin(
+    state: &Arc<AppState>,
+    method: &str,
+    uri: &str,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    call(state, method, uri, Some(KEY), body).await
 }
 
 fn message(v: &Value) -> &str {
@@ -101,7 +112,7 @@ async fn every_admin_route_needs_the_apps_key() {
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{method} {uri}");
     }
     // The key of one app opens no other app.
-    let (status, _) = call(&state, "GET", "/v1/app2/functions", Some(KEY), None).await;
+    let (status, _) = admin(&state, "GET", "/v1/app2/functions", None).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     let (status, body) = call(&state, "GET", "/nowhere", None, None).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
@@ -113,72 +124,46 @@ async fn custom_connectors_are_validated_listed_and_callable_by_name() {
     let dir = tempfile::tempdir().unwrap();
     let state = start(dir.path(), false).await;
 
-    // Plain http is refused without --allow-insecure-upstreams.
-    let (status, body) = call(
+    let (status, body) = admin(
         &state,
         "POST",
-        "/v1/app1/integrations/connectors",
-        Some(KEY),
-        Some(acme("http://acme.test")),
-    )
-    .await;
-    assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert!(
-        message(&body).contains("--allow-insecure-upstreams"),
-        "{body}"
-    );
-
-    let (status, body) = call(
-        &state,
-        "POST",
-        "/v1/app1/integrations/connectors",
-        Some(KEY),
+        CONNECTORS,
         Some(acme("https://api.acme.test")),
     )
     .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
 
-    // A built-in slug or tool name cannot be taken.
+    // Each refused definition, and what its error must name.
     let mut clash = acme("https://api.acme.test");
     clash["slug"] = json!("github");
-    let (status, body) = call(
-        &state,
-        "POST",
-        "/v1/app1/integrations/connectors",
-        Some(KEY),
-        Some(clash),
-    )
-    .await;
-    assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert!(message(&body).contains("built-in"), "{body}");
-    // Unknown fields are named.
     let mut typo = acme("https://api.acme.test");
     typo["tooles"] = json!([]);
-    let (status, body) = call(
-        &state,
-        "POST",
-        "/v1/app1/integrations/connectors",
-        Some(KEY),
-        Some(typo),
-    )
-    .await;
-    assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert!(message(&body).contains("tooles"), "{body}");
+    let refused = [
+        // Plain http without --allow-insecure-upstreams.
+        (acme("http://acme.test"), "--allow-insecure-upstreams"),
+        // A built-in slug cannot be taken.
+        (clash, "built-in"),
+        // Unknown fields are named.
+        (typo, "tooles"),
+    ];
+    for (bad, names) in refused {
+        let (status, body) = admin(&state, "POST", CONNECTORS, Some(bad)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert!(message(&body).contains(names), "{body}");
+    }
 
-    let (_, tools) = call(
+    let (_, tools) = admin(
         &state,
         "GET",
         "/v1/app1/integrations/tools?toolkit=acme",
-        Some(KEY),
         None,
     )
     .await;
     assert_eq!(tools["tools"][0]["name"], "ACME_GET_CONTACT", "{tools}");
-    let (_, available) = call(
+    let (_, available) = admin(
         &state,
         "GET",
         "/v1/app1/integrations/available?search=crm",
-        Some(KEY),
         None,
     )
     .await;
@@ -191,33 +176,24 @@ async fn custom_connectors_are_validated_listed_and_callable_by_name() {
 
     // Executing before configuring says how to configure.
     let exec = json!({"toolName": "ACME_GET_CONTACT", "params": {"id": "c1"}});
-    let (status, body) = call(
-        &state,
-        "POST",
-        "/v1/app1/integrations/execute",
-        Some(KEY),
-        Some(exec),
-    )
-    .await;
+    let (status, body) = admin(&state, "POST", "/v1/app1/integrations/execute", Some(exec)).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["successful"], false);
     assert_eq!(body["error"]["kind"], "not-connected", "{body}");
     assert!(body["logId"].as_str().unwrap().starts_with("log_"));
 
-    let (status, _) = call(
+    let (status, _) = admin(
         &state,
         "DELETE",
         "/v1/app1/integrations/connectors/acme",
-        Some(KEY),
         None,
     )
     .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
-    let (status, _) = call(
+    let (status, _) = admin(
         &state,
         "DELETE",
         "/v1/app1/integrations/connectors/acme",
-        Some(KEY),
         None,
     )
     .await;
@@ -230,52 +206,36 @@ async fn configure_and_execute_reject_bad_input_with_the_fix() {
     let state = start(dir.path(), false).await;
     let configure = "/v1/app1/integrations/configure";
 
-    let (status, body) = call(
+    let (status, body) = admin(
         &state,
         "POST",
         configure,
-        Some(KEY),
         Some(json!({"toolkit": "nope", "apiKey": "k"})),
     )
     .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert!(message(&body).contains("integrations/available"), "{body}");
 
-    let local = json!({"toolkit": "github", "apiKey": "k", "apiBaseUrl": "https://127.0.0.1/api"});
-    let (status, body) = call(&state, "POST", configure, Some(KEY), Some(local)).await;
-    assert_eq!(
-        status,
-        StatusCode::BAD_REQUEST,
-        "credentials must not go to loopback: {body}"
-    );
+    // Each refused body, and what its error must name.
+    let refused = [
+        // Credentials never go to loopback (no --allow-insecure-upstreams).
+        (
+            json!({"toolkit": "github", "apiKey": "k", "apiBaseUrl": "https://127.0.0.1/api"}),
+            "apiBaseUrl",
+        ),
+        (json!({"toolkit": "github", "apiKey": ""}), "apiKey"),
+        (json!({"toolkit": "github", "apikey": "k"}), "apikey"),
+    ];
+    for (bad, names) in refused {
+        let (status, body) = admin(&state, "POST", configure, Some(bad.clone())).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {body}");
+        assert!(message(&body).contains(names), "{bad}: {body}");
+    }
 
-    let (status, body) = call(
+    let (status, body) = admin(
         &state,
         "POST",
         configure,
-        Some(KEY),
-        Some(json!({"toolkit": "github", "apiKey": ""})),
-    )
-    .await;
-    assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert!(message(&body).contains("apiKey"), "{body}");
-
-    let (status, body) = call(
-        &state,
-        "POST",
-        configure,
-        Some(KEY),
-        Some(json!({"toolkit": "github", "apikey": "k"})),
-    )
-    .await;
-    assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert!(message(&body).contains("apikey"), "{body}");
-
-    let (status, body) = call(
-        &state,
-        "POST",
-        configure,
-        Some(KEY),
         Some(json!({"toolkit": "github", "apiKey": "ghp_router_canary_123"})),
     )
     .await;
@@ -283,11 +243,10 @@ async fn configure_and_execute_reject_bad_input_with_the_fix() {
     assert!(!body.to_string().contains("ghp_router_canary_123"));
 
     // Disabling an unconfigured toolkit is a 404 that names it.
-    let (status, body) = call(
+    let (status, body) = admin(
         &state,
         "DELETE",
         "/v1/app1/integrations/configure/slack",
-        Some(KEY),
         None,
     )
     .await;
@@ -295,24 +254,16 @@ async fn configure_and_execute_reject_bad_input_with_the_fix() {
     assert!(message(&body).contains("slack"), "{body}");
 
     let bad = json!({"toolName": "GITHUB_CREATE_ISSUE", "params": {"owner": "o", "repo": "r"}});
-    let (_, body) = call(
-        &state,
-        "POST",
-        "/v1/app1/integrations/execute",
-        Some(KEY),
-        Some(bad),
-    )
-    .await;
+    let (_, body) = admin(&state, "POST", "/v1/app1/integrations/execute", Some(bad)).await;
     assert_eq!(body["error"]["kind"], "invalid-params", "{body}");
     assert!(
         body["error"]["message"].as_str().unwrap().contains("title"),
         "{body}"
     );
-    let (status, body) = call(
+    let (status, body) = admin(
         &state,
         "POST",
         "/v1/app1/integrations/execute",
-        Some(KEY),
         Some(json!({"tool": "X"})),
     )
     .await;
