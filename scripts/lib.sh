@@ -35,3 +35,20 @@ build_guests() {
       -Zbuild-std=std,panic_abort --target wasm32-wasip2)
   fi
 }
+
+# Installs the npm dependencies of tests/oauth-peer (oauth2-mock-server, an
+# independent OAuth 2.0 server the end-to-end tests run against) with
+# `npm ci`, only when node_modules is missing or older than package-lock.json.
+ensure_oauth_peer() {
+  local dir=tests/oauth-peer
+  if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+    echo "error: the end-to-end tests need Node.js (20 or newer) and npm to run $dir (oauth2-mock-server); install them and rerun" >&2
+    return 1
+  fi
+  if [ -f "$dir/node_modules/.package-lock.json" ] &&
+    ! [ "$dir/package-lock.json" -nt "$dir/node_modules/.package-lock.json" ]; then
+    return 0
+  fi
+  echo "==> installing the OAuth test peer in $dir (npm ci)"
+  (cd "$dir" && npm ci --no-audit --no-fund)
+}

@@ -3,9 +3,11 @@
 //!
 //! In order: bounded parse of the parameters, find the tool, check the
 //! function's grant, check `as-user` is allowed, find the toolkit's
-//! configuration and connection, validate the parameters against the tool's
-//! schema, unseal the credential, send the request to the connector's
-//! declared host only, map the answer, write an audit record.
+//! configuration, validate the parameters against the tool's schema, pick
+//! the connection (the app's shared one, or the caller's own), check its
+//! scopes, get a fresh token ([`crate::tokens`]), send the request to the
+//! connector's declared host only (refreshing once and retrying on a 401),
+//! map the answer, write an audit record.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -21,8 +23,11 @@ use crate::egress::EgressPolicy;
 use crate::error::ToolError;
 use crate::manifest::Grants;
 use crate::secret::Secret;
-use crate::store::{AuditRecord, Store, StoreError, ToolkitRecord};
-use crate::tools;
+use crate::connections::client_secret_aad;
+use crate::oauth::TokenHttp;
+use crate::store::{AppSettings, AuditRecord, OAuthOverrides, Store, StoreError, ToolkitRecord};
+use crate::tokens::RefreshState;
+use crate::tools::{self, SendError};
 
 /// Largest parameters document a tool call may carry.
 pub const MAX_PARAMS_BYTES: usize = 256 * 1024;
@@ -86,32 +91,73 @@ pub struct Outcome {
     pub log_id: String,
 }
 
-/// What an admin sends to configure a toolkit.
-#[derive(Debug, serde::Deserialize)]
+/// What an admin sends to configure a toolkit. Fields left out keep their
+/// stored value.
+#[derive(Debug, Default, serde::Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ConfigureToolkit {
     /// Connector slug.
     pub toolkit: String,
+    /// Name shown to people.
+    #[serde(default)]
+    pub display_name: Option<String>,
+    /// Scopes to ask for when connecting (default: what the tools need).
+    #[serde(default)]
+    pub scopes: Option<Vec<String>>,
+    /// The app's OAuth client id at the provider.
+    #[serde(default)]
+    pub client_id: Option<String>,
+    /// Its client secret (stored sealed, never shown again).
+    #[serde(default)]
+    pub client_secret: Option<Secret>,
+    /// One connection for the whole app instead of one per end user.
+    #[serde(default)]
+    pub shared: Option<bool>,
     /// The app's shared credential (API key or token) for the toolkit.
     #[serde(default)]
     pub api_key: Option<Secret>,
     /// Overrides the connector's API base URL.
     #[serde(default)]
     pub api_base_url: Option<String>,
+    /// Overrides the connector's authorization endpoint.
+    #[serde(default)]
+    pub authorize_url: Option<String>,
+    /// Overrides the connector's token endpoint.
+    #[serde(default)]
+    pub token_url: Option<String>,
+    /// Overrides the connector's revocation endpoint.
+    #[serde(default)]
+    pub revocation_url: Option<String>,
 }
 
-/// A configured toolkit as shown to admins: never the credential.
+/// A configured toolkit as shown to admins: never a secret.
 #[derive(Debug, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ToolkitView {
     /// Connector slug.
     pub toolkit: String,
+    /// Name shown to people.
+    pub display_name: String,
     /// Whether calls are allowed.
     pub enabled: bool,
-    /// Whether a credential is stored.
+    /// Whether an API key is stored.
     pub has_credential: bool,
+    /// `oauth` (connections through the connect flow) or `api_key`.
+    pub auth: &'static str,
+    /// One connection for the whole app.
+    pub shared: bool,
+    /// OAuth client id (not secret).
+    pub client_id: Option<String>,
+    /// Whether an OAuth client secret is stored.
+    pub has_client_secret: bool,
+    /// Scopes a new connection asks for.
+    pub scopes: Vec<String>,
+    /// The redirect URI to register with the provider (OAuth toolkits).
+    pub redirect_uri: Option<String>,
     /// Effective API base URL.
     pub api_base_url: String,
+    /// Endpoint overrides in force.
+    pub oauth_overrides: OAuthOverrides,
     /// Unix seconds.
     pub updated_at: u64,
 }
@@ -123,12 +169,24 @@ pub enum AdminError {
     /// The request is invalid; the message says how to fix it.
     #[error("{0}")]
     Invalid(String),
-    /// Something named does not exist.
+    /// Something named does not exist (or is not the caller's to see).
     #[error("{0}")]
     NotFound(String),
+    /// The caller may not do this.
+    #[error("{0}")]
+    Forbidden(String),
+    /// Too much is pending; retry later.
+    #[error("{0}")]
+    Busy(String),
     /// Storage failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+impl From<crate::crypto::CryptoError> for AdminError {
+    fn from(e: crate::crypto::CryptoError) -> Self {
+        AdminError::Store(StoreError::Backend(format!("sealing: {e}")))
+    }
 }
 
 impl From<CatalogError> for AdminError {
@@ -140,16 +198,28 @@ impl From<CatalogError> for AdminError {
 /// Resolves connections and makes brokered calls.
 #[derive(Debug)]
 pub struct Broker {
-    store: Arc<dyn Store>,
+    pub(crate) store: Arc<dyn Store>,
     key: Arc<MasterKey>,
     builtin: Arc<Catalog>,
     /// Custom connectors per app, compiled once and dropped on change.
     custom: RwLock<HashMap<String, Arc<Catalog>>>,
-    policy: EgressPolicy,
+    pub(crate) policy: EgressPolicy,
     client: reqwest::Client,
+    /// Token, revocation and account requests (same pool and policy).
+    pub(crate) token_http: TokenHttp,
+    /// Names this process as a refresh lease holder.
+    pub(crate) node_id: String,
+    /// Per-connection refresh locks and back-off.
+    pub(crate) refresh: RefreshState,
+    /// Public base URL of this deployment; the OAuth redirect URI is built
+    /// from it.
+    public_url: RwLock<url::Url>,
+    /// Verifies end users' JWTs (JWKS cached).
+    pub(crate) jwt: crate::jwt::JwtVerifier,
 }
 
-fn now_ms() -> u64 {
+/// Milliseconds since the Unix epoch.
+pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_millis()).unwrap_or(0))
@@ -220,14 +290,81 @@ impl Broker {
         let client = policy
             .client()
             .map_err(|e| format!("cannot build the provider HTTP client: {e}"))?;
+        let mut node = [0u8; 8];
+        rand::rng().fill_bytes(&mut node);
+        let public_url = url::Url::parse("http://127.0.0.1:8080/").map_err(|e| e.to_string())?;
         Ok(Self {
             store,
             key,
             builtin,
             custom: RwLock::new(HashMap::new()),
             policy,
+            token_http: TokenHttp::new(client.clone(), policy),
+            jwt: crate::jwt::JwtVerifier::new(client.clone(), policy),
             client,
+            node_id: format!("node_{}", hex::encode(node)),
+            refresh: RefreshState::default(),
+            public_url: RwLock::new(public_url),
         })
+    }
+
+    /// Sets the public base URL (from `--public-url`, or the bound address).
+    pub fn set_public_url(&self, url: url::Url) {
+        if let Ok(mut u) = self.public_url.write() {
+            *u = url;
+        }
+    }
+
+    /// The public base URL of this deployment.
+    pub fn public_url(&self) -> url::Url {
+        match self.public_url.read() {
+            Ok(u) => u.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    /// The master key, for sealing app settings.
+    pub fn key(&self) -> &Arc<MasterKey> {
+        &self.key
+    }
+
+    /// Seals a secret for storage, as hex.
+    pub(crate) fn seal_hex(&self, secret: &Secret, aad: &[u8]) -> Result<String, crate::crypto::CryptoError> {
+        Ok(hex::encode(self.key.seal_secret(secret, aad)?))
+    }
+
+    /// Opens a sealed hex value.
+    pub(crate) fn open_hex(&self, sealed: &str, aad: &[u8]) -> Result<Secret, crate::crypto::CryptoError> {
+        let bytes = hex::decode(sealed).map_err(|_| crate::crypto::CryptoError::Malformed)?;
+        self.key.open_secret(&bytes, aad)
+    }
+
+    /// An app's settings (defaults if the app has none).
+    pub async fn app_settings(&self, app: &str) -> Result<AppSettings, StoreError> {
+        Ok(self
+            .store
+            .get_app(app)
+            .await?
+            .map(|a| a.settings)
+            .unwrap_or_default())
+    }
+
+    /// The API base URL of a toolkit: the admin's override or the
+    /// connector's.
+    pub(crate) fn api_base_url(
+        &self,
+        connector: &Connector,
+        record: &ToolkitRecord,
+    ) -> Result<url::Url, ToolError> {
+        match &record.api_base_url {
+            Some(u) => url::Url::parse(u).map_err(|_| {
+                ToolError::Unavailable(format!(
+                    "configured apiBaseUrl for `{}` is invalid",
+                    connector.spec.slug
+                ))
+            }),
+            None => Ok(connector.base_url.clone()),
+        }
     }
 
     /// The built-in catalog.
@@ -286,7 +423,9 @@ impl Broker {
         Ok(self.custom_catalog(app).await?.connector(slug).cloned())
     }
 
-    /// Runs one tool call and records it.
+    /// Runs one tool call and records it. `as_user` acts for that end user
+    /// (where allowed); `connection` names one of the caller's connections
+    /// explicitly (API calls).
     #[instrument(skip_all, fields(app = %inv.app, function = ?inv.function, tool = %tool))]
     pub async fn execute(
         &self,
@@ -294,6 +433,7 @@ impl Broker {
         tool: &str,
         params_json: &str,
         as_user: Option<&str>,
+        connection: Option<&str>,
     ) -> Outcome {
         let started = Instant::now();
         let log_id = new_log_id();
@@ -301,9 +441,13 @@ impl Broker {
             (Some(u), _) => format!("user:{u}"),
             (None, Principal::User(u)) => format!("user:{u}"),
             (None, Principal::Admin) => "admin".to_string(),
-            (None, _) => "shared".to_string(),
+            (None, Principal::Cron) => "cron".to_string(),
+            (None, Principal::Anonymous) => "anonymous".to_string(),
         };
-        let result = self.execute_inner(inv, tool, params_json, as_user).await;
+        let mut used = None;
+        let result = self
+            .execute_inner(inv, tool, params_json, as_user, connection, &mut used)
+            .await;
         let status = match &result {
             Err(ToolError::Upstream { status, .. }) => Some(*status),
             _ => None,
@@ -316,7 +460,8 @@ impl Broker {
             log_id: log_id.clone(),
             app: inv.app.clone(),
             function: inv.function.clone(),
-            identity,
+            identity: identity.chars().take(MAX_NAME_LEN + 8).collect(),
+            connection: used,
             tool: tool.chars().take(MAX_NAME_LEN).collect(),
             outcome,
             status,
@@ -326,7 +471,7 @@ impl Broker {
         if let Err(e) = self.store.append_audit(&record).await {
             tracing::error!(error = %e, "could not write audit record");
         }
-        tracing::info!(log_id = %record.log_id, outcome = %record.outcome, duration_ms = record.duration_ms, "tool call");
+        tracing::info!(log_id = %record.log_id, outcome = %record.outcome, connection = ?record.connection, duration_ms = record.duration_ms, "tool call");
         Outcome { result, log_id }
     }
 
@@ -336,6 +481,8 @@ impl Broker {
         tool_name: &str,
         params_json: &str,
         as_user: Option<&str>,
+        explicit_connection: Option<&str>,
+        used: &mut Option<String>,
     ) -> Result<Value, ToolError> {
         if tool_name.len() > MAX_NAME_LEN {
             return Err(ToolError::InvalidParams(format!(
@@ -385,7 +532,7 @@ impl Broker {
 
         let record = self.store.get_toolkit(&inv.app, slug).await.map_err(unavailable)?.ok_or_else(|| {
             ToolError::NotConnected(format!(
-                "toolkit `{slug}` is not configured for app `{}`: an admin must POST /v1/{}/integrations/configure with {{\"toolkit\": \"{slug}\", \"apiKey\": ...}}",
+                "toolkit `{slug}` is not configured for app `{}`: an admin must POST /v1/{}/integrations/configure with {{\"toolkit\": \"{slug}\", ...}}",
                 inv.app, inv.app
             ))
         })?;
@@ -395,34 +542,87 @@ impl Broker {
                 inv.app, inv.app
             )));
         }
-        // API-key toolkits hold one shared credential for the whole app; it
-        // serves every identity, including `as-user` calls.
-        let sealed = record.sealed_credential.as_deref().ok_or_else(|| {
-            ToolError::NotConnected(format!(
-                "toolkit `{slug}` has no credential; an admin must configure one"
-            ))
-        })?;
         tool.validate(&Value::Object(params.clone()))
             .map_err(ToolError::InvalidParams)?;
-
-        let sealed = hex::decode(sealed).map_err(|_| {
-            ToolError::Unavailable(format!("stored credential for `{slug}` is corrupt"))
-        })?;
-        let credential = self
-            .key
-            .open_secret(&sealed, &credential_aad(&inv.app, slug))
-            .map_err(|e| {
-                tracing::error!(toolkit = slug, error = %e, "cannot unseal credential");
-                ToolError::Unavailable(format!("stored credential for `{slug}` cannot be unsealed"))
-            })?;
-        let base_url = match &record.api_base_url {
-            Some(u) => url::Url::parse(u).map_err(|_| {
-                ToolError::Unavailable(format!("configured apiBaseUrl for `{slug}` is invalid"))
-            })?,
-            None => connector.base_url.clone(),
-        };
+        let base_url = self.api_base_url(&connector, &record)?;
         let request = tools::prepare(&tool, &base_url, &params)?;
-        tools::send(&self.client, &self.policy, &connector, request, &credential).await
+
+        // An API key configured by the admin serves every identity.
+        if let Some(sealed) = record.sealed_credential.as_deref() {
+            let credential = self
+                .open_hex(sealed, &credential_aad(&inv.app, slug))
+                .map_err(|e| {
+                    tracing::error!(toolkit = slug, error = %e, "cannot unseal credential");
+                    ToolError::Unavailable(format!("stored credential for `{slug}` cannot be unsealed"))
+                })?;
+            return match tools::send(&self.client, &self.policy, &connector, &request, &credential).await {
+                Ok(v) => Ok(v),
+                Err(SendError::Tool(e)) => Err(e),
+                Err(SendError::Unauthorized) => Err(ToolError::NeedsReconnect(format!(
+                    "{} rejected the app's API key (401); an admin must configure a valid one",
+                    connector.spec.display_name
+                ))),
+            };
+        }
+        if connector.oauth.is_none() {
+            return Err(ToolError::NotConnected(format!(
+                "toolkit `{slug}` has no API key: an admin must POST /v1/{}/integrations/configure with {{\"toolkit\": \"{slug}\", \"apiKey\": ...}}",
+                inv.app
+            )));
+        }
+
+        // OAuth: the shared connection, or the caller's own.
+        let user = as_user.or(match &inv.principal {
+            Principal::User(u) => Some(u.as_str()),
+            _ => None,
+        });
+        let connection = self
+            .resolve_connection(&inv.app, &record, user, explicit_connection)
+            .await?;
+        *used = Some(connection.id.clone());
+        match connection.state {
+            crate::store::ConnectionState::Active => {}
+            _ => {
+                return Err(ToolError::NeedsReconnect(format!(
+                    "{}; reconnect with POST /v1/{}/integrations/connect {{\"toolkit\": \"{slug}\", \"connectionId\": \"{}\"}}",
+                    connection.reason.clone().unwrap_or_else(|| "the connection is not active".into()),
+                    inv.app,
+                    connection.id
+                )));
+            }
+        }
+        let missing: Vec<String> = tool
+            .spec
+            .scopes
+            .iter()
+            .filter(|s| !connection.scopes.contains(s))
+            .cloned()
+            .collect();
+        if !missing.is_empty() {
+            let auth_url = self
+                .step_up_url(&connector, &record, &connection, &missing)
+                .await;
+            return Err(ToolError::InsufficientScope { missing, auth_url });
+        }
+
+        let (token, connection) = self.access_token(connection).await?;
+        match tools::send(&self.client, &self.policy, &connector, &request, &token).await {
+            Ok(v) => Ok(v),
+            Err(SendError::Tool(e)) => Err(e),
+            Err(SendError::Unauthorized) => {
+                // One forced refresh and one retry: a 401 means the request
+                // was not acted on, so repeating it is safe.
+                let (token, _) = self.force_refresh(&connection).await?;
+                match tools::send(&self.client, &self.policy, &connector, &request, &token).await {
+                    Ok(v) => Ok(v),
+                    Err(SendError::Tool(e)) => Err(e),
+                    Err(SendError::Unauthorized) => Err(ToolError::NeedsReconnect(format!(
+                        "{} rejected a freshly refreshed token (401); the user may need to connect again",
+                        connector.spec.display_name
+                    ))),
+                }
+            }
+        }
     }
 
     /// Tools an invocation may call, with their schemas.
@@ -449,7 +649,8 @@ impl Broker {
         Ok(out)
     }
 
-    /// Enables a toolkit for an app, storing its credential sealed.
+    /// Enables (or re-enables) a toolkit for an app: an API key, or the
+    /// app's own OAuth client. Secrets are stored sealed.
     pub async fn configure(
         &self,
         app: &str,
@@ -461,52 +662,137 @@ impl Broker {
                 req.toolkit
             ))
         })?;
-        if let Some(u) = &req.api_base_url {
+        let check_endpoint = |what: &str, u: &str| -> Result<(), AdminError> {
             let parsed = url::Url::parse(u)
-                .map_err(|e| AdminError::Invalid(format!("apiBaseUrl `{u}` is not a URL: {e}")))?;
+                .map_err(|e| AdminError::Invalid(format!("{what} `{u}` is not a URL: {e}")))?;
             self.policy
                 .check_url(&parsed)
-                .map_err(|e| AdminError::Invalid(format!("apiBaseUrl: {e}")))?;
-            if !parsed.username().is_empty()
-                || parsed.password().is_some()
-                || parsed.query().is_some()
+                .map_err(|e| AdminError::Invalid(format!("{what}: {e}")))?;
+            if !parsed.username().is_empty() || parsed.password().is_some() || parsed.fragment().is_some() {
+                return Err(AdminError::Invalid(format!(
+                    "{what} must not carry credentials or a fragment"
+                )));
+            }
+            Ok(())
+        };
+        if let Some(u) = &req.api_base_url {
+            check_endpoint("apiBaseUrl", u)?;
+            if u.contains('?') {
+                return Err(AdminError::Invalid("apiBaseUrl must not carry a query".into()));
+            }
+        }
+        for (what, u) in [
+            ("authorizeUrl", &req.authorize_url),
+            ("tokenUrl", &req.token_url),
+            ("revocationUrl", &req.revocation_url),
+        ] {
+            if let Some(u) = u {
+                check_endpoint(what, u)?;
+            }
+        }
+        if let Some(o) = &connector.oauth
+            && req.authorize_url.is_none()
+            && req.token_url.is_none()
+        {
+            // A custom connector was checked when posted; this catches a
+            // built-in one pointed at by an insecure policy change.
+            for u in o.all() {
+                self.policy
+                    .check_url(u)
+                    .map_err(|e| AdminError::Invalid(format!("connector endpoint: {e}")))?;
+            }
+        }
+        let oauth_fields = req.client_id.is_some()
+            || req.client_secret.is_some()
+            || req.authorize_url.is_some()
+            || req.token_url.is_some()
+            || req.revocation_url.is_some();
+        if oauth_fields && connector.oauth.is_none() {
+            return Err(AdminError::Invalid(format!(
+                "`{}` connects with an API key, not OAuth: send apiKey instead of clientId/clientSecret",
+                req.toolkit
+            )));
+        }
+        if let Some(scopes) = &req.scopes
+            && (scopes.len() > 256 || scopes.iter().any(|s| s.is_empty() || s.len() > MAX_NAME_LEN))
+        {
+            return Err(AdminError::Invalid(format!(
+                "scopes: at most 256, each 1 to {MAX_NAME_LEN} bytes"
+            )));
+        }
+        if let Some(id) = &req.client_id
+            && (id.is_empty() || id.len() > MAX_CREDENTIAL_LEN)
+        {
+            return Err(AdminError::Invalid(format!(
+                "clientId must be 1 to {MAX_CREDENTIAL_LEN} bytes"
+            )));
+        }
+        for (what, secret) in [("apiKey", &req.api_key), ("clientSecret", &req.client_secret)] {
+            if let Some(s) = secret
+                && (s.is_empty() || s.expose().len() > MAX_CREDENTIAL_LEN)
             {
-                return Err(AdminError::Invalid(
-                    "apiBaseUrl must not carry credentials or a query".into(),
-                ));
+                return Err(AdminError::Invalid(format!(
+                    "{what} must be 1 to {MAX_CREDENTIAL_LEN} bytes"
+                )));
             }
         }
         let existing = self.store.get_toolkit(app, &req.toolkit).await?;
-        let sealed_credential = match &req.api_key {
-            Some(key) if key.is_empty() || key.expose().len() > MAX_CREDENTIAL_LEN => {
-                return Err(AdminError::Invalid(format!(
-                    "apiKey must be 1 to {MAX_CREDENTIAL_LEN} bytes"
-                )));
-            }
-            Some(key) => {
-                let sealed = self
-                    .key
-                    .seal_secret(key, &credential_aad(app, &req.toolkit))
-                    .map_err(|e| AdminError::Invalid(e.to_string()))?;
-                Some(hex::encode(sealed))
-            }
-            None => existing.as_ref().and_then(|r| r.sealed_credential.clone()),
-        };
-        let record = ToolkitRecord {
+        let mut record = existing.unwrap_or_else(|| ToolkitRecord {
             app: app.to_string(),
             toolkit: req.toolkit.clone(),
-            enabled: true,
-            api_base_url: req
-                .api_base_url
-                .or_else(|| existing.and_then(|r| r.api_base_url)),
-            sealed_credential,
-            updated_at: now_ms() / 1000,
-        };
+            ..ToolkitRecord::default()
+        });
+        record.enabled = true;
+        if let Some(key) = &req.api_key {
+            record.sealed_credential =
+                Some(self.seal_hex(key, &credential_aad(app, &req.toolkit))?);
+        }
+        if let Some(secret) = &req.client_secret {
+            record.sealed_client_secret =
+                Some(self.seal_hex(secret, &client_secret_aad(app, &req.toolkit))?);
+        }
+        if req.client_id.is_some() {
+            record.client_id = req.client_id;
+        }
+        if req.display_name.is_some() {
+            record.display_name = req.display_name;
+        }
+        if req.scopes.is_some() {
+            record.scopes = req.scopes;
+        }
+        if let Some(shared) = req.shared {
+            record.shared = shared;
+        }
+        if req.api_base_url.is_some() {
+            record.api_base_url = req.api_base_url;
+        }
+        let o = &mut record.oauth_overrides;
+        for (slot, value) in [
+            (&mut o.authorize_url, req.authorize_url),
+            (&mut o.token_url, req.token_url),
+            (&mut o.revocation_url, req.revocation_url),
+        ] {
+            if value.is_some() {
+                *slot = value;
+            }
+        }
+        if connector.oauth.is_some()
+            && record.sealed_credential.is_none()
+            && (record.client_id.is_none() || record.sealed_client_secret.is_none())
+        {
+            return Err(AdminError::Invalid(format!(
+                "`{}` connects through OAuth: send the app's clientId and clientSecret (register {} as the redirect URI at the provider), or an apiKey for a static token",
+                req.toolkit,
+                self.callback_url()
+            )));
+        }
+        record.updated_at = now_ms() / 1000;
         self.store.put_toolkit(&record).await?;
-        Ok(Self::view(&record, &connector))
+        Ok(self.view(&record, &connector))
     }
 
-    /// Disables a toolkit; its credential is kept for re-enabling.
+    /// Disables a toolkit; its credentials and connections are kept for
+    /// re-enabling, and every call is denied meanwhile.
     pub async fn disable(&self, app: &str, toolkit: &str) -> Result<(), AdminError> {
         let mut record = self.store.get_toolkit(app, toolkit).await?.ok_or_else(|| {
             AdminError::NotFound(format!(
@@ -524,21 +810,36 @@ impl Broker {
         let mut out = Vec::new();
         for record in self.store.list_toolkits(app).await? {
             if let Some(connector) = self.find_connector(app, &record.toolkit).await? {
-                out.push(Self::view(&record, &connector));
+                out.push(self.view(&record, &connector));
             }
         }
         Ok(out)
     }
 
-    fn view(record: &ToolkitRecord, connector: &Connector) -> ToolkitView {
+    fn view(&self, record: &ToolkitRecord, connector: &Connector) -> ToolkitView {
+        let oauth = connector.oauth.is_some() && record.sealed_credential.is_none();
         ToolkitView {
             toolkit: record.toolkit.clone(),
+            display_name: record
+                .display_name
+                .clone()
+                .unwrap_or_else(|| connector.spec.display_name.clone()),
             enabled: record.enabled,
             has_credential: record.sealed_credential.is_some(),
+            auth: if oauth { "oauth" } else { "api_key" },
+            shared: record.shared || !oauth,
+            client_id: record.client_id.clone(),
+            has_client_secret: record.sealed_client_secret.is_some(),
+            scopes: record
+                .scopes
+                .clone()
+                .unwrap_or_else(|| connector.scopes_for_tools()),
+            redirect_uri: oauth.then(|| self.callback_url().to_string()),
             api_base_url: record
                 .api_base_url
                 .clone()
                 .unwrap_or_else(|| connector.spec.api_base_url.clone()),
+            oauth_overrides: record.oauth_overrides.clone(),
             updated_at: record.updated_at,
         }
     }
@@ -555,6 +856,13 @@ impl Broker {
         self.policy.check_url(&compiled.base_url).map_err(|e| {
             AdminError::Invalid(format!("connector `{}` apiBaseUrl: {e}", spec.slug))
         })?;
+        if let Some(o) = &compiled.oauth {
+            for u in o.all() {
+                self.policy.check_url(u).map_err(|e| {
+                    AdminError::Invalid(format!("connector `{}` OAuth endpoint {u}: {e}", spec.slug))
+                })?;
+            }
+        }
         // Check tool names against the app's other connectors and built-ins.
         let mut trial = Catalog::default();
         for other in self.store.list_connectors(app).await? {

@@ -22,10 +22,12 @@ const MAX_SLUG_LEN: usize = 48;
 const MAX_TOOLS: usize = 256;
 
 /// How the host presents a connector's credential to the provider.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(tag = "type", rename_all = "camelCase", deny_unknown_fields)]
 pub enum AuthScheme {
-    /// `Authorization: Bearer <credential>`.
+    /// `Authorization: Bearer <credential>` (the default, and what OAuth
+    /// access tokens use).
+    #[default]
     Bearer,
     /// A named header, with an optional prefix before the credential
     /// (e.g. `{"name": "Authorization", "prefix": "Token "}`).
@@ -116,13 +118,122 @@ pub struct ConnectorSpec {
     pub description: String,
     /// The only host credentials for this connector are ever sent to.
     pub api_base_url: String,
-    /// How the credential is presented.
+    /// How the credential (API key or OAuth access token) is presented.
+    #[serde(default)]
     pub auth: AuthScheme,
+    /// The provider's OAuth 2.0 authorization server, for connectors whose
+    /// connections are made through the connect flow. Without it the
+    /// connector takes an API key configured by the admin.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oauth: Option<OAuthSpec>,
     /// Headers sent with every request (never credentials).
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
     /// The connector's tools.
     pub tools: Vec<ToolSpec>,
+}
+
+/// How the client authenticates at the token endpoint.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientAuth {
+    /// HTTP Basic with the client id and secret (`client_secret_basic`).
+    #[default]
+    ClientSecretBasic,
+    /// Client id and secret in the form body (`client_secret_post`).
+    ClientSecretPost,
+}
+
+/// A provider's OAuth 2.0 authorization server (RFC 6749), as declared by a
+/// connector.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OAuthSpec {
+    /// Where the user's browser is sent to consent.
+    pub authorize_url: String,
+    /// Where codes and refresh tokens are exchanged.
+    pub token_url: String,
+    /// RFC 7009 revocation endpoint, where the provider has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revocation_url: Option<String>,
+    /// PKCE S256 on the authorization request (on unless the provider
+    /// rejects it).
+    #[serde(default = "default_true")]
+    pub pkce: bool,
+    /// How scopes are joined in the authorization request (`" "` per RFC
+    /// 6749; some providers use `","`).
+    #[serde(default = "default_scope_separator")]
+    pub scope_separator: String,
+    /// The authorization request parameter carrying scopes (`scope`).
+    #[serde(default = "default_scope_param")]
+    pub scope_param: String,
+    /// Scopes asked for on every connection (e.g. `offline_access`), in
+    /// addition to the tools' scopes.
+    #[serde(default)]
+    pub default_scopes: Vec<String>,
+    /// Extra authorization request parameters (e.g. Google's
+    /// `access_type=offline`).
+    #[serde(default)]
+    pub authorize_params: BTreeMap<String, String>,
+    /// Client authentication at the token endpoint.
+    #[serde(default)]
+    pub client_auth: ClientAuth,
+    /// Path (below the API base URL) of an endpoint that describes the
+    /// connected account, fetched once after connecting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account_path: Option<String>,
+    /// JSON pointer to the account's id in that answer (e.g. `/id`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account_id_pointer: Option<String>,
+    /// JSON pointer to a human-readable account name (e.g. `/login`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account_name_pointer: Option<String>,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_scope_separator() -> String {
+    " ".into()
+}
+
+fn default_scope_param() -> String {
+    "scope".into()
+}
+
+/// The parsed OAuth endpoints of a connector.
+#[derive(Debug, Clone)]
+pub struct OAuthEndpoints {
+    /// Authorization endpoint.
+    pub authorize: url::Url,
+    /// Token endpoint.
+    pub token: url::Url,
+    /// Revocation endpoint.
+    pub revocation: Option<url::Url>,
+}
+
+impl OAuthEndpoints {
+    /// Every endpoint, for policy checks.
+    pub fn all(&self) -> impl Iterator<Item = &url::Url> {
+        [&self.authorize, &self.token]
+            .into_iter()
+            .chain(self.revocation.as_ref())
+    }
+}
+
+/// Parses an absolute http(s) URL without credentials or fragment.
+fn endpoint_url(what: &str, text: &str) -> Result<url::Url, String> {
+    let url = url::Url::parse(text).map_err(|e| format!("{what} `{text}` is not a URL: {e}"))?;
+    if !matches!(url.scheme(), "https" | "http") || url.host_str().is_none() {
+        return Err(format!("{what} must be an absolute https URL with a host"));
+    }
+    if !url.username().is_empty() || url.password().is_some() || url.fragment().is_some() {
+        return Err(format!(
+            "{what} must not contain credentials or a fragment; client credentials are configured, not declared"
+        ));
+    }
+    Ok(url)
 }
 
 /// Why a connector definition was refused.
@@ -172,9 +283,25 @@ pub struct Connector {
     pub base_url: url::Url,
     /// Tools by name.
     pub tools: BTreeMap<String, Arc<Tool>>,
+    /// OAuth endpoints, for connectors connected through the connect flow.
+    pub oauth: Option<OAuthEndpoints>,
 }
 
 impl Connector {
+    /// Scopes a new connection asks for when the admin configured none:
+    /// the connector's default scopes plus every tool's, each once.
+    pub fn scopes_for_tools(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        let declared = self.spec.oauth.iter().flat_map(|o| o.default_scopes.iter());
+        let tools = self.tools.values().flat_map(|t| t.spec.scopes.iter());
+        for scope in declared.chain(tools) {
+            if !out.contains(scope) {
+                out.push(scope.clone());
+            }
+        }
+        out
+    }
+
     /// Validates a definition and compiles its schemas.
     pub fn compile(spec: ConnectorSpec) -> Result<Self, CatalogError> {
         let fail = |message: String| CatalogError {
@@ -213,6 +340,40 @@ impl Connector {
                 "apiBaseUrl must not contain credentials; configure them instead".into(),
             ));
         }
+        let oauth = match &spec.oauth {
+            None => None,
+            Some(o) => {
+                if o.scope_separator.is_empty() || o.scope_param.is_empty() {
+                    return Err(fail(
+                        "oauth.scopeSeparator and oauth.scopeParam must not be empty".into(),
+                    ));
+                }
+                for pointer in [&o.account_id_pointer, &o.account_name_pointer]
+                    .into_iter()
+                    .flatten()
+                {
+                    if !pointer.starts_with('/') {
+                        return Err(fail(format!(
+                            "account pointer `{pointer}` must be a JSON pointer starting with `/`"
+                        )));
+                    }
+                }
+                if let Some(path) = &o.account_path {
+                    parse_path(path).map_err(&fail)?;
+                }
+                Some(OAuthEndpoints {
+                    authorize: endpoint_url("oauth.authorizeUrl", &o.authorize_url)
+                        .map_err(&fail)?,
+                    token: endpoint_url("oauth.tokenUrl", &o.token_url).map_err(&fail)?,
+                    revocation: o
+                        .revocation_url
+                        .as_deref()
+                        .map(|u| endpoint_url("oauth.revocationUrl", u))
+                        .transpose()
+                        .map_err(&fail)?,
+                })
+            }
+        };
         if let AuthScheme::Header { name, .. } = &spec.auth
             && http::HeaderName::from_bytes(name.as_bytes()).is_err()
         {
@@ -266,6 +427,7 @@ impl Connector {
             spec,
             base_url,
             tools,
+            oauth,
         })
     }
 }

@@ -109,7 +109,7 @@ impl IntegrationsView<'_> {
         let outcome = self
             .ctx
             .broker
-            .execute(&self.ctx.invocation, tool, params, as_user)
+            .execute(&self.ctx.invocation, tool, params, as_user, None)
             .await;
         let value = outcome.result?;
         serde_json::to_string(&value)

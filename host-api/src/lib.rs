@@ -8,10 +8,14 @@
 //!
 //! The services behind it are plain Rust, testable without wasm:
 //! [`catalog`] (connectors and tools, loaded from data), [`broker`] (resolve,
-//! check, dispatch, audit), [`tools`] (the provider HTTP request),
+//! check, dispatch, audit), [`connections`] (the connect flow and choosing a
+//! connection), [`oauth`] (authorization code + PKCE, refresh, revocation),
+//! [`tokens`] (single-flight refresh), [`tools`] (the provider HTTP request),
 //! [`egress`] (where credentials may go), [`store`] (durable state),
 //! [`crypto`] (sealing secrets at rest), [`manifest`] (a function's grants and
-//! limits).
+//! limits), [`jwt`] (verifying end users' JWTs), [`redirect`] (the allowlist
+//! for post-connect redirect URLs), [`settings`] (an app's JWT and redirect
+//! settings).
 //!
 //! Wiring it into a wasmtime linker:
 //!
@@ -36,13 +40,19 @@
 
 pub mod broker;
 pub mod catalog;
+pub mod connections;
 pub mod crypto;
 pub mod egress;
 pub mod error;
 pub mod integrations;
+pub mod jwt;
 pub mod manifest;
+pub mod oauth;
+pub mod redirect;
 pub mod secret;
+pub mod settings;
 pub mod store;
+pub mod tokens;
 pub mod tools;
 
 pub use broker::{Broker, Invocation, Principal};

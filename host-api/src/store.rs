@@ -1,5 +1,7 @@
-//! Durable state: apps, deployed functions, toolkit configurations (with
-//! sealed credentials), custom connectors and the audit trail.
+//! Durable state: apps (with their settings), deployed functions, toolkit
+//! configurations, OAuth connections and pending connect flows (tokens and
+//! client secrets sealed), custom connectors, refresh leases and the audit
+//! trail.
 //!
 //! [`Store`] is the seam for backends; [`SledStore`] is the embedded default.
 //! Secrets reach a store only sealed (see [`crate::crypto`]); writes that
@@ -46,6 +48,40 @@ pub struct AppRecord {
     pub admin_key_hashes: Vec<String>,
     /// Unix seconds.
     pub created_at: u64,
+    /// End-user authentication and connect-flow settings.
+    #[serde(default)]
+    pub settings: AppSettings,
+}
+
+/// An app's settings, changed with `PATCH /v1/{appId}/settings`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AppSettings {
+    /// How end-user JWTs are verified; without it, only admin keys are
+    /// accepted.
+    #[serde(default)]
+    pub jwt: Option<JwtSettings>,
+    /// Where the connect flow may send the user's browser afterwards.
+    #[serde(default)]
+    pub redirect_urls: Vec<String>,
+}
+
+/// How an app's end-user JWTs are verified (`sub` is the user id).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JwtSettings {
+    /// The HS256 secret, sealed (hex).
+    #[serde(default)]
+    pub sealed_hs256_secret: Option<String>,
+    /// A JWKS URL for asymmetric keys.
+    #[serde(default)]
+    pub jwks_url: Option<String>,
+    /// Required `iss`, if set.
+    #[serde(default)]
+    pub issuer: Option<String>,
+    /// Required `aud`, if set.
+    #[serde(default)]
+    pub audience: Option<String>,
 }
 
 /// A deployed function version.
@@ -69,7 +105,7 @@ pub struct FunctionRecord {
 }
 
 /// An app's configuration of one toolkit.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ToolkitRecord {
     /// Owning app.
@@ -85,6 +121,159 @@ pub struct ToolkitRecord {
     pub sealed_credential: Option<String>,
     /// Unix seconds.
     pub updated_at: u64,
+    /// Name shown to people, replacing the connector's.
+    #[serde(default)]
+    pub display_name: Option<String>,
+    /// Scopes asked for when connecting; `None` means the union of the
+    /// connector's tools' scopes.
+    #[serde(default)]
+    pub scopes: Option<Vec<String>>,
+    /// The app's own OAuth client id at the provider.
+    #[serde(default)]
+    pub client_id: Option<String>,
+    /// Its client secret, sealed (hex).
+    #[serde(default)]
+    pub sealed_client_secret: Option<String>,
+    /// One connection (the builder's) serves every caller of the app.
+    #[serde(default)]
+    pub shared: bool,
+    /// Replaces the connector's OAuth endpoints (self-hosted providers,
+    /// local test servers).
+    #[serde(default)]
+    pub oauth_overrides: OAuthOverrides,
+}
+
+/// Per-app replacements of a connector's OAuth endpoints.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OAuthOverrides {
+    /// Authorization endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorize_url: Option<String>,
+    /// Token endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_url: Option<String>,
+    /// Revocation endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revocation_url: Option<String>,
+}
+
+/// The life of a connection.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ConnectionState {
+    /// The user has not finished the connect flow (shown for pending flows).
+    Pending,
+    /// Usable.
+    Active,
+    /// The grant was refused (`invalid_grant`, revoked upstream): the user
+    /// must connect again, which keeps the connection id.
+    NeedsReconnect,
+    /// Disconnected.
+    Revoked,
+    /// The toolkit is disabled by the admin; calls are denied until it is
+    /// enabled again.
+    Disabled,
+}
+
+/// The upstream account a connection acts as.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct AccountInfo {
+    /// The provider's id of the account.
+    #[serde(default)]
+    pub id: Option<String>,
+    /// A readable name (login, email).
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+/// An OAuth connection: one account at one provider, for the app (shared)
+/// or for one end user.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConnectionRecord {
+    /// `conn_…`, stable across reconnects.
+    pub id: String,
+    /// Owning app.
+    pub app: String,
+    /// Connector slug.
+    pub toolkit: String,
+    /// The end user, or `None` for the app's shared connection.
+    pub user_id: Option<String>,
+    /// State.
+    pub state: ConnectionState,
+    /// Why the state is what it is, for people.
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// The connection calls use when the caller has several for a toolkit.
+    pub is_default: bool,
+    /// The upstream account, where the provider reports it.
+    #[serde(default)]
+    pub account: AccountInfo,
+    /// Scopes the provider granted.
+    pub scopes: Vec<String>,
+    /// Access token, sealed (hex).
+    pub sealed_access_token: Option<String>,
+    /// Refresh token, sealed (hex).
+    pub sealed_refresh_token: Option<String>,
+    /// When the access token expires (Unix ms), if the provider said.
+    pub expires_at_ms: Option<u64>,
+    /// Increases with every write of the tokens: the fencing version that
+    /// a refresh compares before it stores new tokens.
+    pub version: u64,
+    /// Unix ms.
+    pub created_at_ms: u64,
+    /// Unix ms.
+    pub updated_at_ms: u64,
+    /// Last successful refresh (Unix ms).
+    #[serde(default)]
+    pub refreshed_at_ms: Option<u64>,
+}
+
+/// A connect flow waiting for the provider's callback. Stored under a hash
+/// of its `state`, taken (and so consumed) exactly once.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FlowRecord {
+    /// `connectionRequestId`, shown to the caller.
+    pub request_id: String,
+    /// Owning app.
+    pub app: String,
+    /// Connector slug.
+    pub toolkit: String,
+    /// The end user, or `None` for the shared connection.
+    pub user_id: Option<String>,
+    /// The connection this flow creates or re-authorizes.
+    pub connection_id: String,
+    /// Whether it re-authorizes an existing connection.
+    pub reconnect: bool,
+    /// Where the browser goes afterwards (checked against the allowlist).
+    pub redirect_url: Option<String>,
+    /// Scopes asked for.
+    pub scopes: Vec<String>,
+    /// PKCE verifier, sealed (hex).
+    pub sealed_pkce_verifier: Option<String>,
+    /// The token endpoint, fixed when the flow started.
+    pub token_url: String,
+    /// The redirect URI sent to the authorization endpoint.
+    pub redirect_uri: String,
+    /// Unix ms.
+    pub created_at_ms: u64,
+    /// Unix ms; the flow is refused after this.
+    pub expires_at_ms: u64,
+}
+
+/// A refresh lease: who may refresh a connection's tokens right now.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Lease {
+    /// The process holding it.
+    pub holder: String,
+    /// Unix ms; an expired lease may be taken over.
+    pub expires_at_ms: u64,
+    /// Increases with every acquisition.
+    pub fence: u64,
 }
 
 /// One brokered tool call, as recorded for the audit trail. Holds no
@@ -100,6 +289,9 @@ pub struct AuditRecord {
     pub function: Option<String>,
     /// Who the call ran as (`shared`, `user:<id>`, `admin`).
     pub identity: String,
+    /// The connection whose credential was used, if one was.
+    #[serde(default)]
+    pub connection: Option<String>,
     /// Tool name.
     pub tool: String,
     /// `ok` or the error kind.
@@ -157,6 +349,55 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Removes a custom connector; false if it did not exist.
     async fn delete_connector(&self, app: &str, slug: &str) -> Result<bool, StoreError>;
 
+    /// A connection by id.
+    async fn get_connection(
+        &self,
+        app: &str,
+        id: &str,
+    ) -> Result<Option<ConnectionRecord>, StoreError>;
+    /// All connections of an app.
+    async fn list_connections(&self, app: &str) -> Result<Vec<ConnectionRecord>, StoreError>;
+    /// Connections of one owner (`user_id` `None`: the app's shared ones)
+    /// for one toolkit.
+    async fn list_connections_for(
+        &self,
+        app: &str,
+        toolkit: &str,
+        user_id: Option<&str>,
+    ) -> Result<Vec<ConnectionRecord>, StoreError>;
+    /// Creates or replaces a connection, durably.
+    async fn put_connection(&self, record: &ConnectionRecord) -> Result<(), StoreError>;
+    /// Replaces a connection only if the stored one still has version
+    /// `expected` (compare-and-swap); false if it changed or vanished.
+    async fn put_connection_if_version(
+        &self,
+        record: &ConnectionRecord,
+        expected: u64,
+    ) -> Result<bool, StoreError>;
+    /// Removes a connection; false if it did not exist.
+    async fn delete_connection(&self, app: &str, id: &str) -> Result<bool, StoreError>;
+
+    /// Stores a pending connect flow under the hash of its state.
+    async fn put_flow(&self, state_hash: &str, flow: &FlowRecord) -> Result<(), StoreError>;
+    /// Removes and returns a flow: a state can be redeemed once.
+    async fn take_flow(&self, state_hash: &str) -> Result<Option<FlowRecord>, StoreError>;
+    /// Pending flows of an app.
+    async fn list_flows(&self, app: &str) -> Result<Vec<FlowRecord>, StoreError>;
+    /// Drops flows that expired before `now_ms`; returns how many.
+    async fn purge_flows(&self, now_ms: u64) -> Result<usize, StoreError>;
+
+    /// Takes the refresh lease of a connection for `ttl_ms` unless another
+    /// holder has an unexpired one; returns the new lease.
+    async fn acquire_lease(
+        &self,
+        connection: &str,
+        holder: &str,
+        now_ms: u64,
+        ttl_ms: u64,
+    ) -> Result<Option<Lease>, StoreError>;
+    /// Gives a lease back (only if `holder` still holds it).
+    async fn release_lease(&self, connection: &str, holder: &str) -> Result<(), StoreError>;
+
     /// Appends to the audit trail.
     async fn append_audit(&self, record: &AuditRecord) -> Result<(), StoreError>;
     /// The newest audit records of an app, newest first.
@@ -172,6 +413,12 @@ pub struct SledStore {
     functions: sled::Tree,
     toolkits: sled::Tree,
     connectors: sled::Tree,
+    connections: sled::Tree,
+    /// Index: (app, toolkit, owner, id) -> (), for picking a caller's
+    /// connection without scanning the app's.
+    connection_owners: sled::Tree,
+    flows: sled::Tree,
+    leases: sled::Tree,
     audit: sled::Tree,
 }
 
@@ -185,6 +432,21 @@ fn key(app: &str, name: &str) -> Vec<u8> {
 
 fn prefix(app: &str) -> Vec<u8> {
     key(app, "")
+}
+
+/// Key prefix of the owner index for (app, toolkit, owner).
+fn owner_prefix(app: &str, toolkit: &str, user_id: Option<&str>) -> Vec<u8> {
+    let mut k = key(app, toolkit);
+    k.push(0);
+    match user_id {
+        None => k.push(b's'),
+        Some(u) => {
+            k.push(b'u');
+            k.extend_from_slice(u.as_bytes());
+        }
+    }
+    k.push(0);
+    k
 }
 
 fn decode<T: DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T, StoreError> {
@@ -211,6 +473,10 @@ impl SledStore {
             functions: db.open_tree("functions")?,
             toolkits: db.open_tree("toolkits")?,
             connectors: db.open_tree("connectors")?,
+            connections: db.open_tree("connections")?,
+            connection_owners: db.open_tree("connection_owners")?,
+            flows: db.open_tree("flows")?,
+            leases: db.open_tree("leases")?,
             audit: db.open_tree("audit")?,
             db,
         })
@@ -319,6 +585,190 @@ impl Store for SledStore {
         Ok(existed)
     }
 
+    async fn get_connection(
+        &self,
+        app: &str,
+        id: &str,
+    ) -> Result<Option<ConnectionRecord>, StoreError> {
+        self.connections
+            .get(key(app, id))?
+            .map(|v| decode("connection", &v))
+            .transpose()
+    }
+
+    async fn list_connections(&self, app: &str) -> Result<Vec<ConnectionRecord>, StoreError> {
+        Self::scan(&self.connections, "connection", &prefix(app))
+    }
+
+    async fn list_connections_for(
+        &self,
+        app: &str,
+        toolkit: &str,
+        user_id: Option<&str>,
+    ) -> Result<Vec<ConnectionRecord>, StoreError> {
+        let p = owner_prefix(app, toolkit, user_id);
+        let mut out = Vec::new();
+        for item in self.connection_owners.scan_prefix(&p) {
+            let (k, _) = item?;
+            let id = String::from_utf8_lossy(k.get(p.len()..).unwrap_or_default()).into_owned();
+            // An index entry without its record (a crash between the two
+            // writes) is skipped.
+            if let Some(c) = self.get_connection(app, &id).await?
+                && c.toolkit == toolkit
+                && c.user_id.as_deref() == user_id
+            {
+                out.push(c);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn put_connection(&self, record: &ConnectionRecord) -> Result<(), StoreError> {
+        let mut index = owner_prefix(&record.app, &record.toolkit, record.user_id.as_deref());
+        index.extend_from_slice(record.id.as_bytes());
+        self.connection_owners.insert(index, &[])?;
+        self.connections
+            .insert(key(&record.app, &record.id), encode("connection", record)?)?;
+        self.flush().await
+    }
+
+    async fn put_connection_if_version(
+        &self,
+        record: &ConnectionRecord,
+        expected: u64,
+    ) -> Result<bool, StoreError> {
+        let k = key(&record.app, &record.id);
+        let new = encode("connection", record)?;
+        loop {
+            let Some(current) = self.connections.get(&k)? else {
+                return Ok(false);
+            };
+            let stored: ConnectionRecord = decode("connection", &current)?;
+            if stored.version != expected {
+                return Ok(false);
+            }
+            match self
+                .connections
+                .compare_and_swap(&k, Some(current), Some(new.clone()))?
+            {
+                Ok(()) => break,
+                // Changed between the read and the swap: look again.
+                Err(_) => continue,
+            }
+        }
+        self.flush().await?;
+        Ok(true)
+    }
+
+    async fn delete_connection(&self, app: &str, id: &str) -> Result<bool, StoreError> {
+        let removed = self.connections.remove(key(app, id))?;
+        let existed = removed.is_some();
+        if let Some(bytes) = removed
+            && let Ok(c) = decode::<ConnectionRecord>("connection", &bytes)
+        {
+            let mut index = owner_prefix(app, &c.toolkit, c.user_id.as_deref());
+            index.extend_from_slice(id.as_bytes());
+            self.connection_owners.remove(index)?;
+        }
+        self.flush().await?;
+        Ok(existed)
+    }
+
+    async fn put_flow(&self, state_hash: &str, flow: &FlowRecord) -> Result<(), StoreError> {
+        self.flows
+            .insert(state_hash.as_bytes(), encode("flow", flow)?)?;
+        self.flush().await
+    }
+
+    async fn take_flow(&self, state_hash: &str) -> Result<Option<FlowRecord>, StoreError> {
+        // `remove` is atomic: of two callbacks racing with one state, one
+        // gets the record and the other nothing.
+        let taken = self.flows.remove(state_hash.as_bytes())?;
+        self.flush().await?;
+        taken.map(|v| decode("flow", &v)).transpose()
+    }
+
+    async fn list_flows(&self, app: &str) -> Result<Vec<FlowRecord>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.flows.iter() {
+            let flow: FlowRecord = decode("flow", &item?.1)?;
+            if flow.app == app {
+                out.push(flow);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn purge_flows(&self, now_ms: u64) -> Result<usize, StoreError> {
+        let mut expired = Vec::new();
+        for item in self.flows.iter() {
+            let (k, v) = item?;
+            // An undecodable flow can never be redeemed either.
+            let keep = decode::<FlowRecord>("flow", &v).is_ok_and(|f| f.expires_at_ms > now_ms);
+            if !keep {
+                expired.push(k);
+            }
+        }
+        for k in &expired {
+            self.flows.remove(k)?;
+        }
+        if !expired.is_empty() {
+            self.flush().await?;
+        }
+        Ok(expired.len())
+    }
+
+    async fn acquire_lease(
+        &self,
+        connection: &str,
+        holder: &str,
+        now_ms: u64,
+        ttl_ms: u64,
+    ) -> Result<Option<Lease>, StoreError> {
+        loop {
+            let current = self.leases.get(connection.as_bytes())?;
+            let previous: Option<Lease> =
+                current.as_ref().map(|v| decode("lease", v)).transpose()?;
+            if let Some(p) = &previous
+                && p.holder != holder
+                && p.expires_at_ms > now_ms
+            {
+                return Ok(None);
+            }
+            let lease = Lease {
+                holder: holder.to_string(),
+                expires_at_ms: now_ms.saturating_add(ttl_ms),
+                fence: previous.map_or(1, |p| p.fence + 1),
+            };
+            if self
+                .leases
+                .compare_and_swap(
+                    connection.as_bytes(),
+                    current,
+                    Some(encode("lease", &lease)?),
+                )?
+                .is_ok()
+            {
+                return Ok(Some(lease));
+            }
+        }
+    }
+
+    async fn release_lease(&self, connection: &str, holder: &str) -> Result<(), StoreError> {
+        let Some(current) = self.leases.get(connection.as_bytes())? else {
+            return Ok(());
+        };
+        let lease: Lease = decode("lease", &current)?;
+        if lease.holder == holder {
+            // If someone took it over meanwhile, the swap fails and their
+            // lease stays.
+            let _ = self
+                .leases
+                .compare_and_swap(connection.as_bytes(), Some(current), None::<Vec<u8>>)?;
+        }
+        Ok(())
+    }
+
     async fn append_audit(&self, record: &AuditRecord) -> Result<(), StoreError> {
         // Key: app, then time and id so a prefix scan in reverse is newest first.
         let mut k = prefix(&record.app);
@@ -358,6 +808,7 @@ mod tests {
                     api_base_url: None,
                     sealed_credential: None,
                     updated_at: 1,
+                    ..ToolkitRecord::default()
                 })
                 .await
                 .unwrap();

@@ -131,17 +131,33 @@ fn scalar_text(name: &str, value: &Value) -> Result<String, ToolError> {
     }
 }
 
+/// Why a provider call did not produce a result.
+#[derive(Debug)]
+pub enum SendError {
+    /// The provider rejected the credential (401): the caller may refresh
+    /// an OAuth token and retry once.
+    Unauthorized,
+    /// Any other failure, as the guest will see it.
+    Tool(ToolError),
+}
+
+impl From<ToolError> for SendError {
+    fn from(e: ToolError) -> Self {
+        SendError::Tool(e)
+    }
+}
+
 /// Sends a prepared request with the credential and maps the answer.
 #[instrument(skip_all, fields(connector = %connector.spec.slug, method = %request.method, path = %request.url.path()))]
 pub async fn send(
     client: &reqwest::Client,
     policy: &EgressPolicy,
     connector: &Connector,
-    request: PreparedRequest,
+    request: &PreparedRequest,
     credential: &Secret,
-) -> Result<Value, ToolError> {
+) -> Result<Value, SendError> {
     policy.check_url(&request.url).map_err(ToolError::Denied)?;
-    let mut builder = client.request(request.method, request.url);
+    let mut builder = client.request(request.method.clone(), request.url.clone());
     for (name, value) in &connector.spec.headers {
         builder = builder.header(name, value);
     }
@@ -181,7 +197,8 @@ pub async fn send(
                     return Err(ToolError::Unavailable(format!(
                         "{} answered with more than {} bytes; ask for less (paging, filters)",
                         connector.spec.display_name, MAX_PROVIDER_RESPONSE
-                    )));
+                    ))
+                    .into());
                 }
                 body.extend_from_slice(&chunk);
             }
@@ -190,7 +207,8 @@ pub async fn send(
                 return Err(ToolError::Unavailable(format!(
                     "{}: response was cut off",
                     connector.spec.display_name
-                )));
+                ))
+                .into());
             }
         }
     }
@@ -206,15 +224,14 @@ pub async fn send(
         429 => Err(ToolError::RateLimited {
             retry_after_ms: u64::try_from(retry_after.unwrap_or(DEFAULT_RETRY_AFTER).as_millis())
                 .unwrap_or(u64::MAX),
-        }),
-        401 => Err(ToolError::NeedsReconnect(format!(
-            "{} rejected the stored credential (401); an admin must update it",
-            connector.spec.display_name
-        ))),
+        }
+        .into()),
+        401 => Err(SendError::Unauthorized),
         code => Err(ToolError::Upstream {
             status: code,
             body: truncate(&text, MAX_ERROR_BODY),
-        }),
+        }
+        .into()),
     }
 }
 

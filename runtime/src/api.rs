@@ -1,6 +1,8 @@
 //! The management API (`/v1/{appId}/...`): deploy and manage functions,
-//! configure toolkits and connectors, execute tools. Every call needs the
-//! app's admin key; every error names what was wrong and how to fix it.
+//! app settings, toolkits and connectors, the connect flow and connections,
+//! executing tools. Management calls need the app's admin key; the connect
+//! flow, connections and execute also accept an end user's JWT (acting only
+//! as that user). Every error names what was wrong and how to fix it.
 
 use std::sync::Arc;
 
@@ -14,6 +16,8 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use host_api::ToolError;
 use host_api::broker::{AdminError, ConfigureToolkit, Invocation, Principal};
+use host_api::connections::{CallbackOutcome, CallbackParams, ConnectRequest, ConnectionFilter};
+use host_api::settings::SettingsPatch;
 use host_api::catalog::ConnectorSpec;
 use host_api::manifest::Manifest;
 use host_api::store::{FunctionRecord, StoreError};
@@ -83,6 +87,8 @@ impl From<AdminError> for ApiError {
         match e {
             AdminError::Invalid(m) => ApiError::bad_request(m),
             AdminError::NotFound(m) => ApiError::not_found(m),
+            AdminError::Forbidden(m) => ApiError::new(StatusCode::FORBIDDEN, "forbidden", m),
+            AdminError::Busy(m) => ApiError::new(StatusCode::TOO_MANY_REQUESTS, "busy", m),
             AdminError::Store(s) => s.into(),
             other => ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -149,6 +155,71 @@ impl FromRequestParts<Arc<AppState>> for Admin {
         }
         Ok(Admin {
             app,
+            state: state.clone(),
+        })
+    }
+}
+
+/// An authenticated caller of the end-user endpoints: the app's admin (any
+/// user of the app) or one end user, proven by a JWT the app signed.
+#[derive(Debug)]
+pub struct Caller {
+    /// The app acted on.
+    pub app: String,
+    /// Admin or the verified user.
+    pub principal: Principal,
+    /// Shared server state.
+    pub state: Arc<AppState>,
+}
+
+/// Who a bearer token proves the caller to be, for `app`: the admin (an
+/// admin key), an end user (a valid JWT), or an error saying why not.
+pub async fn authenticate(
+    state: &AppState,
+    app: &str,
+    token: &str,
+) -> Result<Principal, ApiError> {
+    let unauthorized = |m: String| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", m);
+    if apps::verify(state.store.as_ref(), app, token).await? {
+        return Ok(Principal::Admin);
+    }
+    // Only something shaped like a JWT is tried as one.
+    if token.split('.').count() != 3 {
+        return Err(unauthorized(format!(
+            "the key is not an admin key of app `{app}`, nor an end-user JWT"
+        )));
+    }
+    match state.broker.verify_user(app, token).await {
+        Ok(Some(user)) => Ok(Principal::User(user)),
+        Ok(None) => Err(unauthorized(format!(
+            "app `{app}` does not accept end-user JWTs yet: an admin sets how they are verified with PATCH /v1/{app}/settings {{\"jwt\": {{...}}}}"
+        ))),
+        Err(e) => Err(unauthorized(format!("end-user JWT refused: {e}"))),
+    }
+}
+
+impl FromRequestParts<Arc<AppState>> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, ApiError> {
+        let Path(params) = Path::<HashMap<String, String>>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| ApiError::bad_request(e.body_text()))?;
+        let app = params.get("app").cloned().unwrap_or_default();
+        let token = bearer(&parts.headers).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                format!("send `Authorization: Bearer <admin key or end-user JWT of app {app}>`"),
+            )
+        })?;
+        let principal = authenticate(state, &app, token).await?;
+        Ok(Caller {
+            app,
+            principal,
             state: state.clone(),
         })
     }
@@ -307,7 +378,8 @@ pub async fn delete_function(
     }
 }
 
-/// `POST /v1/{appId}/integrations/configure` `{toolkit, apiKey?, apiBaseUrl?}`.
+/// `POST /v1/{appId}/integrations/configure`
+/// `{toolkit, displayName?, scopes?, clientId?, clientSecret?, shared?, apiKey?, apiBaseUrl?, authorizeUrl?, tokenUrl?, revocationUrl?}`.
 pub async fn configure(Admin { app, state }: Admin, body: Bytes) -> Result<Json<Value>, ApiError> {
     let req: ConfigureToolkit = parse_json("body", &body)?;
     let view = state.broker.configure(&app, req).await?;
@@ -425,6 +497,8 @@ pub struct ExecuteBody {
     params: Option<Value>,
     #[serde(default)]
     user_id: Option<String>,
+    #[serde(default)]
+    connection_id: Option<String>,
 }
 
 /// A tool error as JSON, with its structured fields.
@@ -449,20 +523,52 @@ pub fn tool_error_json(e: &ToolError) -> Value {
     Value::Object(v)
 }
 
-/// `POST /v1/{appId}/integrations/execute` `{toolName, params, userId?}`.
-pub async fn execute(Admin { app, state }: Admin, body: Bytes) -> Result<Json<Value>, ApiError> {
+/// `POST /v1/{appId}/integrations/execute` `{toolName, params, userId?, connectionId?}`.
+/// An admin may act for any user (`userId`); an end user acts as themself.
+pub async fn execute(
+    Caller {
+        app,
+        principal,
+        state,
+    }: Caller,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
     let req: ExecuteBody = parse_json("body", &body)?;
     let params = req
         .params
         .unwrap_or(Value::Object(Default::default()))
         .to_string();
+    let invocation = match &principal {
+        Principal::User(u) => {
+            if req.user_id.as_deref().is_some_and(|id| id != u) {
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "forbidden",
+                    "an end user can only act as themself; leave userId out",
+                ));
+            }
+            Invocation {
+                app: app.clone(),
+                function: None,
+                principal: principal.clone(),
+                grants: None,
+                allow_as_user: false,
+            }
+        }
+        _ => admin_invocation(&app),
+    };
+    let as_user = match principal {
+        Principal::User(_) => None,
+        _ => req.user_id.as_deref(),
+    };
     let outcome = state
         .broker
         .execute(
-            &admin_invocation(&app),
+            &invocation,
             &req.tool_name,
             &params,
-            req.user_id.as_deref(),
+            as_user,
+            req.connection_id.as_deref(),
         )
         .await;
     Ok(Json(match outcome.result {
@@ -473,6 +579,118 @@ pub async fn execute(Admin { app, state }: Admin, body: Bytes) -> Result<Json<Va
             json!({ "successful": false, "data": null, "error": tool_error_json(&e), "logId": outcome.log_id })
         }
     }))
+}
+
+/// `GET /v1/{appId}/settings`.
+pub async fn get_settings(Admin { app, state }: Admin) -> Result<Json<Value>, ApiError> {
+    let settings = state.broker.app_settings(&app).await?;
+    Ok(Json(json!({ "settings": state.broker.settings_view(&settings) })))
+}
+
+/// `PATCH /v1/{appId}/settings` `{jwt?: {hs256Secret | jwksUrl, issuer?, audience?} | null, redirectUrls?}`.
+pub async fn patch_settings(
+    Admin { app, state }: Admin,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let patch: SettingsPatch = parse_json("settings", &body)?;
+    let view = state.broker.update_settings(&app, patch).await?;
+    Ok(Json(json!({ "settings": view })))
+}
+
+/// `POST /v1/{appId}/integrations/connect` `{toolkit, redirectUrl?, shared?, userId?, connectionId?, scopes?}`.
+pub async fn connect(caller: Caller, body: Bytes) -> Result<Json<Value>, ApiError> {
+    let req: ConnectRequest = parse_json("body", &body)?;
+    let start = caller
+        .state
+        .broker
+        .connect(&caller.app, &caller.principal, req)
+        .await?;
+    Ok(Json(serde_json::to_value(start).unwrap_or(Value::Null)))
+}
+
+/// `GET /v1/{appId}/integrations/connections?toolkit=&userId=&state=`.
+pub async fn list_connections_of(
+    caller: Caller,
+    Query(filter): Query<ConnectionFilter>,
+) -> Result<Json<Value>, ApiError> {
+    let list = caller
+        .state
+        .broker
+        .list_connections(&caller.app, &caller.principal, &filter)
+        .await?;
+    Ok(Json(json!({ "connections": list })))
+}
+
+/// `DELETE /v1/{appId}/integrations/connections/{id}`: revoke upstream
+/// where possible, delete here in any case.
+pub async fn delete_connection(
+    caller: Caller,
+    Path((_, id)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let revoked = caller
+        .state
+        .broker
+        .disconnect(&caller.app, &caller.principal, &id)
+        .await?;
+    Ok(Json(json!({ "deleted": id, "revokedUpstream": revoked })))
+}
+
+/// Body of `PATCH .../connections/{id}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectionPatch {
+    default: bool,
+}
+
+/// `PATCH /v1/{appId}/integrations/connections/{id}` `{"default": true}`.
+pub async fn patch_connection(
+    caller: Caller,
+    Path((_, id)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<StatusCode, ApiError> {
+    let patch: ConnectionPatch = parse_json("body", &body)?;
+    if !patch.default {
+        return Err(ApiError::bad_request(
+            "only {\"default\": true} is supported: make another connection the default instead",
+        ));
+    }
+    caller
+        .state
+        .broker
+        .set_default_connection(&caller.app, &caller.principal, &id)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `GET /v1/integrations/callback`: where providers send the browser back.
+pub async fn callback(
+    axum::extract::State(state): axum::extract::State<Arc<AppState>>,
+    Query(params): Query<CallbackParams>,
+) -> Response {
+    match state.broker.callback(params).await {
+        CallbackOutcome::Redirect(url) => {
+            let mut response = StatusCode::SEE_OTHER.into_response();
+            if let Ok(v) = http::HeaderValue::from_str(url.as_str()) {
+                response.headers_mut().insert(http::header::LOCATION, v);
+            }
+            response
+                .headers_mut()
+                .insert(http::header::CACHE_CONTROL, http::HeaderValue::from_static("no-store"));
+            response
+        }
+        CallbackOutcome::Page { status, message } => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
+            (
+                status,
+                [
+                    (http::header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+                    (http::header::CACHE_CONTROL, "no-store"),
+                ],
+                message,
+            )
+                .into_response()
+        }
+    }
 }
 
 /// Query of the audit endpoint.
@@ -491,3 +709,4 @@ pub async fn logs(
         json!({ "logs": state.store.list_audit(&app, limit).await? }),
     ))
 }
+

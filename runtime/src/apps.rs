@@ -39,6 +39,10 @@ pub async fn ensure_app(
             (vec![hash_key(&k)], Some(k))
         }
     };
+    let settings = existing
+        .as_ref()
+        .map(|r| r.settings.clone())
+        .unwrap_or_default();
     let created_at = existing.map(|r| r.created_at).unwrap_or_else(|| {
         SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -50,6 +54,7 @@ pub async fn ensure_app(
             id: app.to_string(),
             admin_key_hashes: hashes,
             created_at,
+            settings,
         })
         .await?;
     Ok(generated)

@@ -4,8 +4,8 @@
 //!
 //! Modules: [`cli`] (verbs), [`config`] (validated start-up), [`engine`]
 //! (wasmtime `Engine`, linker, artifacts, per-invocation state), [`invoke`]
-//! (running a function within its limits), [`logs`] (function output
-//! as attributed log lines), [`registry`] (deployed
+//! (running a function within its limits), [`keys`] (master key rotation),
+//! [`logs`] (function output as attributed log lines), [`registry`] (deployed
 //! functions), [`api`] (management endpoints), [`server`] (router and
 //! `serve(listener, shutdown)`), [`apps`] (admin keys), [`dev`] (dev mode).
 
@@ -16,6 +16,7 @@ pub mod config;
 pub mod dev;
 pub mod engine;
 pub mod invoke;
+pub mod keys;
 pub mod logs;
 pub mod registry;
 pub mod server;

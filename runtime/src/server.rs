@@ -16,7 +16,6 @@ use host_api::store::Store;
 use tokio::net::TcpListener;
 
 use crate::api::{self, ApiError};
-use crate::apps;
 use crate::engine::MAX_COMPONENT_BYTES;
 use crate::invoke::{InvokeError, Invoker};
 use crate::registry::Registry;
@@ -25,8 +24,11 @@ use crate::registry::Registry;
 pub const MAX_TRIGGER_BODY: usize = 10 * 1024 * 1024;
 /// Largest body of a management call other than a deploy.
 const MAX_ADMIN_BODY: usize = 1024 * 1024;
-/// Header telling a function who called it; set by the host only.
+/// Header telling a function who called it (`admin`, `user`,
+/// `anonymous`); set by the host only.
 const PRINCIPAL_HEADER: &str = "x-runtime-principal";
+/// Header carrying the verified end user's id; set by the host only.
+const USER_HEADER: &str = "x-runtime-user";
 
 /// Everything the handlers share.
 #[derive(Debug)]
@@ -73,6 +75,20 @@ pub fn router(state: Arc<AppState>) -> Router {
             delete(api::delete_connector),
         )
         .route("/v1/{app}/integrations/execute", post(api::execute))
+        .route(
+            "/v1/{app}/settings",
+            get(api::get_settings).patch(api::patch_settings),
+        )
+        .route("/v1/{app}/integrations/connect", post(api::connect))
+        .route(
+            "/v1/{app}/integrations/connections",
+            get(api::list_connections_of),
+        )
+        .route(
+            "/v1/{app}/integrations/connections/{id}",
+            delete(api::delete_connection).patch(api::patch_connection),
+        )
+        .route(host_api::connections::CALLBACK_PATH, get(api::callback))
         .route("/v1/{app}/integrations/logs", get(api::logs))
         .layer(DefaultBodyLimit::max(MAX_ADMIN_BODY));
     let triggers = Router::new()
@@ -120,24 +136,32 @@ async fn trigger(
 
     let (mut parts, body) = request.into_parts();
     // A caller presenting the app's admin key is an admin invocation (which
-    // may use `as-user` where the manifest allows). The key is removed so the
-    // function never sees it; any other Authorization is the function's own.
+    // may use `as-user` where the manifest allows); one presenting an end
+    // user's JWT runs as that user, whose connections the function's calls
+    // use. Either credential is removed so the function never sees it. A
+    // bearer that is neither is refused: a function behind a bad token must
+    // not silently run anonymous. Other Authorization schemes are the
+    // function's own.
     let mut principal = Principal::Anonymous;
-    if let Some(key) = api::bearer(&parts.headers)
-        && apps::verify(state.store.as_ref(), app, key).await?
-    {
-        principal = Principal::Admin;
+    if let Some(token) = api::bearer(&parts.headers) {
+        principal = api::authenticate(&state, app, token).await?;
         parts.headers.remove(http::header::AUTHORIZATION);
     }
     parts.headers.remove(PRINCIPAL_HEADER);
-    let who = if principal == Principal::Admin {
-        "admin"
-    } else {
-        "anonymous"
+    parts.headers.remove(USER_HEADER);
+    let who = match &principal {
+        Principal::Admin => "admin",
+        Principal::User(_) => "user",
+        _ => "anonymous",
     };
     parts
         .headers
         .insert(PRINCIPAL_HEADER, HeaderValue::from_static(who));
+    if let Principal::User(user) = &principal
+        && let Ok(v) = HeaderValue::from_str(user)
+    {
+        parts.headers.insert(USER_HEADER, v);
+    }
 
     let body = axum::body::to_bytes(body, MAX_TRIGGER_BODY)
         .await

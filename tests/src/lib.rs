@@ -9,6 +9,8 @@
     clippy::indexing_slicing
 )]
 
+pub mod oauth;
+
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
