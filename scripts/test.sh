@@ -10,6 +10,7 @@ cd "$(dirname "$0")/.."
 ensure_wasm_target
 build_guests functions
 build_guests tests/guests
+ensure_oauth_peer
 
 echo "==> cargo test"
 # The end-to-end tests run the real `runtime` binary; cargo only builds a

@@ -18,7 +18,7 @@ use serde_json::Value;
 use tracing::instrument;
 
 use crate::catalog::{Catalog, CatalogError, Connector, ConnectorSpec, Tool};
-use crate::crypto::{MasterKey, aad};
+use crate::crypto::{Keyring, aad};
 use crate::egress::EgressPolicy;
 use crate::error::ToolError;
 use crate::manifest::Grants;
@@ -199,7 +199,7 @@ impl From<CatalogError> for AdminError {
 #[derive(Debug)]
 pub struct Broker {
     pub(crate) store: Arc<dyn Store>,
-    key: Arc<MasterKey>,
+    key: Arc<Keyring>,
     builtin: Arc<Catalog>,
     /// Custom connectors per app, compiled once and dropped on change.
     custom: RwLock<HashMap<String, Arc<Catalog>>>,
@@ -232,7 +232,7 @@ fn new_log_id() -> String {
     format!("log_{}", hex::encode(bytes))
 }
 
-fn credential_aad(app: &str, toolkit: &str) -> Vec<u8> {
+pub(crate) fn credential_aad(app: &str, toolkit: &str) -> Vec<u8> {
     aad(&["toolkit-credential", app, toolkit])
 }
 
@@ -283,7 +283,7 @@ impl Broker {
     /// A broker over `store`, sealing with `key`, calling out under `policy`.
     pub fn new(
         store: Arc<dyn Store>,
-        key: Arc<MasterKey>,
+        key: Arc<Keyring>,
         builtin: Arc<Catalog>,
         policy: EgressPolicy,
     ) -> Result<Self, String> {
@@ -323,8 +323,8 @@ impl Broker {
         }
     }
 
-    /// The master key, for sealing app settings.
-    pub fn key(&self) -> &Arc<MasterKey> {
+    /// The keyring sealing secrets at rest.
+    pub fn key(&self) -> &Arc<Keyring> {
         &self.key
     }
 

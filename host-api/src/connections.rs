@@ -308,9 +308,9 @@ impl Broker {
                 (false, Some(u)) => Some(u.clone()),
                 (false, None) if record.shared => None,
                 (false, None) => {
-                    return Err(AdminError::Invalid(format!(
-                        "say whose account to connect: \"shared\": true for the app's own, or \"userId\"; end users connect themselves with their JWT"
-                    )));
+                    return Err(AdminError::Invalid(
+                        "say whose account to connect: \"shared\": true for the app's own, or \"userId\"; end users connect themselves with their JWT".into(),
+                    ));
                 }
             },
             Principal::Anonymous | Principal::Cron => {
@@ -675,7 +675,7 @@ impl Broker {
             version: existing.as_ref().map_or(1, |c| c.version + 1),
             created_at_ms: existing.as_ref().map_or(now, |c| c.created_at_ms),
             updated_at_ms: now,
-            refreshed_at_ms: None,
+            refreshed_at_ms: Some(now),
         };
         self.store.put_connection(&record).await?;
         self.clear_backoff(&id);
@@ -916,7 +916,7 @@ mod tests {
     #[test]
     fn provider_error_codes_are_reduced_to_safe_tokens() {
         assert_eq!(safe_reason("access_denied"), "access_denied");
-        assert_eq!(safe_reason("<script>x</script>&a=b"), "scriptxscripta");
+        assert_eq!(safe_reason("<script>x</script>&a=b"), "scriptxscriptab");
         assert_eq!(safe_reason(""), "error");
         assert_eq!(safe_reason(&"a".repeat(100)).len(), 64);
     }

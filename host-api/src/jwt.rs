@@ -742,7 +742,7 @@ mod tests {
 
     /// A 2048-bit RSA private key (PKCS#1 DER), generated for these tests
     /// only; it protects nothing.
-    const RSA_DER_B64: &str = "MIIEowIBAAKCAQEAsTpmq0Mc/RS10/qoirGznS/KdKQgt4thtLQM0aQrEHQ75RoDUGJ3nIgDlFWaS2MJY47ZLLAtumCa0VbaTXqhEzi7k5BTqH4iuNS+DWLGt7iL6rI78m4GzlDQs+XG/O/1awjYTbxIj5EQaXxGjGXrM0FeOlOMyXHcj0LXWuuOv+TDekgXtV9VvqdExtJ0Askfr/9S12nE9gJJcHjRH3lW0cfODEpdVGPXF7MvMDxFB/lrDkMmas6J4yjZUZbYOF1yB4yKFvXpjVUpU5hBfC+q90d0EXeIKfumgnHHwRKVfew/Q4tD1x75BEsX6xlHDCEhTSA6ASgVRVS60tm65DQ8UQIDAQABAoIBAEgmbZnWcDuPRFW8iVfhn7TF2VHVUL9mKzbkR5FqIvJYUNW5ltaolI7OIbb0zj+SAa7ANnCNw/IqHTLy8H3zqnK/fYyQH0lK4k/XM3d9uc/MWN8J/4rW8M4fOZL4LuGs/RFhi+IIBzPCamcpn5sCRnJPq8ZfgSBdD7r81vqoRWXkhcv0SrrDFc+8O6XQOG7SNhDHY32QnkKUEWNQ+FWT9YHR+dnRSV1sMxOdxIlvxkyEdj5DJH3SRiD5PLkvgYzGSoR4y8Wy1KRQrjrcThpQl+qStyxRlQUQXYdkdNKcM4QTgfxjeBmkvtmq7EKyq9A5FwxH24/BMhfVXVKAkVK6cLECgYEA6iMHmhcO2K1q4YLNkW1VZpfsdJpQwvWFXrrFclh7sCh0TRIybc7oaY3NT+I5rIV5HfrBwVDm1qBi+ku8pn05GzQZWHqVZfAvRp+YhUMRj2n3/eE4FSs+YGE8XK1Ukx18GbZbwDmZRMXg22+ZJ9H0yLATUzp+eVfcz1R4KKyLj3MCgYEAwcmOq0mBxKlWdP5A1LKcOw0IHQUTbpzv0Yi2E13s3DbaPdcIB9u/c3GOPYQaFA2FlRqQzj4KPNV4sIlhx4kozf1ojK34AlGx7Sfrt9zhz8oHYp6smJo5KbD7ILEBzPTo6iIN0/w8DrHxmQa/fHR9ENCuoBIoqL/zCOCSbD3sgysCgYEAyAl0R17ZoWL6wyRzu1gMgqeZuCVmBNJQzQtnRGLtbdL3LeFEM0+YY6j6KO+Ow8/28/4w0+fIqUk0jKhU4fX1ukk3GPFx3jMsRhwL1m0jPvmVIdDFDpJrvUtDTRnKhiuyq16gN5oxPPe5GExJS6D8GZ88xEfnhsoWmOJ1+mMS8QECgYAHsqvYeZlgp3swDlqC1pVoY4OBfAnn4kiAuKi0OxN6eKO9Fl6qRLWv3UvDf38vJLDm9EvZ8D1Wq/NmXXMMDJ9+BHbAHLIaj+cR8yFr/6uUUg7ErS/vb/FVMoNGQ5ujdJYGCWU+kUeMvdkEYzhVuMKzmLG8IN0nx5lxA0p3U/dbqQKBgGfprHn4+wdKEIXkeD/xWs8Tx3NjJGJkoWMHtwvCR8N3FqG3OKskX0xUHhpudHO8mhKEz5ZX/e4AQBaHZrBmOgRPp21wn/Rb8BVHXmIsEuDCQEZ1pxP8/xavRktE2UpfZfqqlkzVldmwnvdfSdOsi+ERzoPPkuDjmMr2sNv8sGmT";
+    const RSA_DER_B64: &str = "MIIEowIBAAKCAQEAsTpmq0Mc/RS10/qoirGznS/KdKQgt4thtLQM0aQrEHQ75RoDUGJ3nIgDlFWaS2MJY47ZLLAtumCa0VbaTXqhEzi7k5BTqH4iuNS+DWLGt7iL6rI78m4GzlDQs+XG/O/1awjYTbxIj5EQaXxGjGXrM0FeOlOMyXHcj0LXWuuOv+TDekgXtV9VvqdExtJ0Asnxrv/1LXacT2AklweNEfeVbRx84MSl1UY9cXsy8wPEUH+WsOQyZqzonjKNlRltg4XXIHjIoW9emNVSlTmEF8L6r3R3QRd4gp+6aCccfBEpV97D9Di0PXHvkESxfrGUcMISFNIDoBKBVFVLrS2brkNDxQIDAQABAoIBAAOZm1jKv/W/HDNuYcqRcgPVIvBsHhMEZItyZdlDU7GdntLYTK1vFp1qIOJ8O6pg3GG2luBCwucIi9SJRl1xCoEUs7C7a4ueZk+pWKP2d/Fm8QanMLMLu50oxJiG6BwetrZCI3yuwK2T5YizAs7ayiSMJSEbrd4wrymE0tGQu+FXeFIXeNbv/SWgBtitHA35b4WrsH7i0f9bORKMLwy4Nsv6SZZcAXV964hqzc/obiClgqOYEuNYQlcNG4rNji0ieXLcpuRuTQv7TDj5Mlph2gRVdGcJuKNVSZzZW+GbMGb8w2vCxe63Ac23vEuOndRS58w8QWGPdp+lNX2Q1+vzZTECgYEA7QIIbeLUwJmik4dKt9E1VOZwCfar0SVijJio/0WfLX2YbZTtr15LEIvt9FiE+HM79UvvdFrGnz4+psrN+ly4wpAICKc+DsHO1fBZqmY5lCxlSRin8ayNMCjCBpDQhLAkbKRy5p/FwtvjdBpn1cfauv6ijs859E5KqeYbPrHWD9UCgYEAv24MbbKnBt5Qgyc2cZzvI3gwHwZFjUHjvjWbQQp0q8fiwVaXM7aC+5pYdkgk45lCa/Z8jto1q9IwdU1UJ8gEHD1Y52ILuK99ShCgVBPb6q7QKA3HOt34lwJkm9Ca+YWcXB1N9ntoGMIfLp/ewFqXm7X6Eg6OYjdBK8vpQuu7TDECgYBQo3JuwNCWPy+bdlqrtBirLEROf4jx/gBLyd0mDXAdMDBeiF9eXXy4woNRsZR8W+i4iv+L3R7bK3hxk2sFleqe+BZjq1Nn/fT7wW0glutcSMalWig6B/V5v0RUq4zmuG+ML1+QrCfDJsF6zUkq6Xa4TM7OPB+ByemJaOs4J5WniQKBgQCvKcO1nQO5BTQmznrC+xbXHeLqgJKj7ua15ddqbGbVyNF0mAdDCn5QO6s2kE0w9cwRfjn7fTAfSPWOYHPg8uTP8lKnZs/S7sF2REBwrrtMwyk1fWYQN4yAoW/uI7OrHtc0cpwkLkfSX86omyD4YezYTmvEmg0vUeAQc0W+NnXsAQKBgEN0LbJidTLnQyqeVCPH5BNTvb0NMrLT9Ip8Xy74G4Nu9ebSyPX+/VuLzv/hTh6MJAB4Ch4xmsmhXzlcYd5blRJ/qa0IN/xuLBcOx9KdG/KFogGxg/oEO4+Cb5TU5QEQwh/51lZR+kvky4KE3KVOSbPFexxJa3nUVMyyl/i9a4EA";
     /// A P-256 private key (PKCS#8 DER), for these tests only.
     const EC_DER_B64: &str = "MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgeyPzF+0gvaq7tOhyLDaTlk4TYFzEflnD+zcvk4f+3NehRANCAASBN5vkfqlsBIZXF0nNpNbwe4d/u6gP7Q+G79jLVCokm+Wo0ZW/6HkdMpUJsbSMM2cb4JpDN/n+nOJneNpt1FzF";
     /// An Ed25519 private key (PKCS#8 DER), for these tests only.
@@ -851,7 +851,8 @@ mod tests {
         let tampered = parts.join(".");
         let none = format!("{}.{}.", b64(&json!({ "alg": "none" })), b64(&claims()));
         let none_caps = format!("{}.{}.", b64(&json!({ "alg": "NONE" })), b64(&claims()));
-        let cases: Vec<(&str, String, fn(&JwtError) -> bool)> = vec![
+        type Case = (&'static str, String, fn(&JwtError) -> bool);
+        let cases: Vec<Case> = vec![
             (
                 "expired",
                 hs(&json!({ "sub": "user-42", "exp": t - 120 })),
@@ -1198,18 +1199,20 @@ mod tests {
         assert_eq!(v.verify(&rules, &old).await.unwrap(), "user-42");
         assert_eq!(server.hits(), 1);
 
-        // Forged kids: one refetch, then nothing until the interval passes.
-        for i in 0..20 {
-            let forged = sign(
-                Algorithm::RS256,
-                Some(&format!("forged-{i}")),
-                &claims(),
-                &rsa_key(),
-            );
-            let e = v.verify(&rules, &forged).await.unwrap_err();
-            assert!(matches!(e, JwtError::UnknownKey), "{e:?}");
-        }
-        assert_eq!(server.hits(), 2);
+        // Forged kids: no refetch within the interval after the last fetch,
+        // then one, then nothing until the interval passes again.
+        let forge_many = async |expected_hits: usize| {
+            for i in 0..20 {
+                let kid = format!("forged-{i}");
+                let forged = sign(Algorithm::RS256, Some(&kid), &claims(), &rsa_key());
+                let e = v.verify(&rules, &forged).await.unwrap_err();
+                assert!(matches!(e, JwtError::UnknownKey), "{e:?}");
+            }
+            assert_eq!(server.hits(), expected_hits);
+        };
+        forge_many(1).await;
+        age(&v, &server.url, JWKS_MIN_REFETCH).await;
+        forge_many(2).await;
         assert_eq!(v.verify(&rules, &old).await.unwrap(), "user-42");
         assert_eq!(server.hits(), 2);
 

@@ -12,7 +12,8 @@
 //! connection), [`oauth`] (authorization code + PKCE, refresh, revocation),
 //! [`tokens`] (single-flight refresh), [`tools`] (the provider HTTP request),
 //! [`egress`] (where credentials may go), [`store`] (durable state),
-//! [`crypto`] (sealing secrets at rest), [`manifest`] (a function's grants and
+//! [`crypto`] (sealing secrets at rest, key rotation), [`rekey`] (re-encrypting
+//! after a rotation), [`manifest`] (a function's grants and
 //! limits), [`jwt`] (verifying end users' JWTs), [`redirect`] (the allowlist
 //! for post-connect redirect URLs), [`settings`] (an app's JWT and redirect
 //! settings).
@@ -49,6 +50,7 @@ pub mod jwt;
 pub mod manifest;
 pub mod oauth;
 pub mod redirect;
+pub mod rekey;
 pub mod secret;
 pub mod settings;
 pub mod store;

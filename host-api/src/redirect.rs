@@ -379,7 +379,7 @@ mod tests {
             &allowlist(),
         )
         .unwrap_err();
-        assert!(e.contains("add https://other.example.com/cb to"), "{e}");
+        assert!(e.contains("add https://other.example.com/cb "), "{e}");
         assert!(e.contains("PATCH /v1/{app}/settings"), "{e}");
         assert!(!e.contains("canary"), "{e}");
 

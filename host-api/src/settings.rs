@@ -92,7 +92,7 @@ mod double_option {
     }
 }
 
-fn jwt_secret_aad(app: &str) -> Vec<u8> {
+pub(crate) fn jwt_secret_aad(app: &str) -> Vec<u8> {
     aad(&["app", app, "jwt_hs256_secret"])
 }
 

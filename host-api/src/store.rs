@@ -226,7 +226,7 @@ pub struct ConnectionRecord {
     pub created_at_ms: u64,
     /// Unix ms.
     pub updated_at_ms: u64,
-    /// Last successful refresh (Unix ms).
+    /// When the current tokens were issued (connect or refresh; Unix ms).
     #[serde(default)]
     pub refreshed_at_ms: Option<u64>,
 }
@@ -315,6 +315,8 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     /// An app by id.
     async fn get_app(&self, id: &str) -> Result<Option<AppRecord>, StoreError>;
+    /// All apps.
+    async fn list_apps(&self) -> Result<Vec<AppRecord>, StoreError>;
     /// Creates or replaces an app.
     async fn put_app(&self, app: &AppRecord) -> Result<(), StoreError>;
 
@@ -511,6 +513,10 @@ impl Store for SledStore {
 
     async fn get_app(&self, id: &str) -> Result<Option<AppRecord>, StoreError> {
         self.apps.get(id)?.map(|v| decode("app", &v)).transpose()
+    }
+
+    async fn list_apps(&self) -> Result<Vec<AppRecord>, StoreError> {
+        Self::scan(&self.apps, "app", &[])
     }
 
     async fn put_app(&self, app: &AppRecord) -> Result<(), StoreError> {

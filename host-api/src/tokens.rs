@@ -50,7 +50,7 @@ const BACKOFF_MAX: Duration = Duration::from_secs(300);
 #[derive(Debug, Clone, Copy)]
 enum Why {
     /// The token seen at `version` is about to expire.
-    Expiring,
+    Expiring { version: u64 },
     /// The provider rejected the token of `version` (401).
     Rejected { version: u64 },
 }
@@ -68,10 +68,19 @@ struct Backoff {
     until: Instant,
 }
 
+/// Whether the access token is within its refresh margin: [`REFRESH_MARGIN`],
+/// or half its lifetime for short-lived tokens (so a provider that issues
+/// 30-second tokens is not refreshed on every call).
 fn needs_refresh(c: &ConnectionRecord, now: u64) -> bool {
-    let margin = u64::try_from(REFRESH_MARGIN.as_millis()).unwrap_or(0);
-    c.expires_at_ms
-        .is_some_and(|exp| exp <= now.saturating_add(margin))
+    let Some(exp) = c.expires_at_ms else {
+        return false;
+    };
+    let issued = c.refreshed_at_ms.unwrap_or(c.created_at_ms);
+    let lifetime = exp.saturating_sub(issued);
+    let margin = u64::try_from(REFRESH_MARGIN.as_millis())
+        .unwrap_or(0)
+        .min(lifetime / 2);
+    exp <= now.saturating_add(margin)
 }
 
 fn expired(c: &ConnectionRecord, now: u64) -> bool {
@@ -156,7 +165,7 @@ impl Broker {
             let token = self.open_access(&c)?;
             return Ok((token, c));
         }
-        self.refresh(&c.app, &c.id, Why::Expiring)
+        self.refresh(&c.app, &c.id, Why::Expiring { version: c.version })
             .await
     }
 
@@ -204,7 +213,7 @@ impl Broker {
     /// Whether `current` already answers `why` (someone else refreshed).
     fn settled(current: &ConnectionRecord, why: Why, now: u64) -> bool {
         match why {
-            Why::Expiring => !needs_refresh(current, now),
+            Why::Expiring { version } => current.version != version || !needs_refresh(current, now),
             Why::Rejected { version } => current.version != version,
         }
     }
@@ -225,7 +234,7 @@ impl Broker {
             )));
         }
         let token_still_valid =
-            matches!(why, Why::Expiring) && !expired(&current, now_ms());
+            matches!(why, Why::Expiring { .. }) && !expired(&current, now_ms());
         if let Some(left) = self.refresh.backoff_left(id) {
             if token_still_valid {
                 return Ok((self.open_access(&current)?, current));
@@ -406,6 +415,41 @@ impl Broker {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    fn connection(created: u64, expires: Option<u64>) -> ConnectionRecord {
+        ConnectionRecord {
+            id: "c".into(),
+            app: "a".into(),
+            toolkit: "t".into(),
+            user_id: None,
+            state: ConnectionState::Active,
+            reason: None,
+            is_default: true,
+            account: Default::default(),
+            scopes: vec![],
+            sealed_access_token: None,
+            sealed_refresh_token: None,
+            expires_at_ms: expires,
+            version: 1,
+            created_at_ms: created,
+            updated_at_ms: created,
+            refreshed_at_ms: Some(created),
+        }
+    }
+
+    #[test]
+    fn tokens_refresh_within_a_margin_scaled_to_their_lifetime() {
+        // One hour tokens: refreshed in the last minute.
+        let c = connection(0, Some(3_600_000));
+        assert!(!needs_refresh(&c, 3_539_000));
+        assert!(needs_refresh(&c, 3_541_000));
+        // Thirty-second tokens: refreshed in the last fifteen seconds.
+        let c = connection(0, Some(30_000));
+        assert!(!needs_refresh(&c, 14_000));
+        assert!(needs_refresh(&c, 16_000));
+        // No expiry: used until the provider rejects it.
+        assert!(!needs_refresh(&connection(0, None), u64::MAX));
+    }
 
     #[test]
     fn backoff_grows_and_is_capped() {

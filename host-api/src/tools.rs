@@ -108,7 +108,9 @@ pub fn prepare(
             }
         }
     }
-    let body = if method.params_in_query() || rest.is_empty() {
+    // Body methods always carry a JSON object (`{}` when every parameter
+    // went to the path or query): providers commonly reject an empty POST.
+    let body = if method.params_in_query() {
         None
     } else {
         Some(Value::Object(rest))

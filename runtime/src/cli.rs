@@ -31,7 +31,8 @@ Examples:
   runtime deploy fn.wasm --name digest --manifest manifest.json --app myapp
   runtime functions list
   runtime functions rm hello
-  runtime keygen                                       a master key for RUNTIME_MASTER_KEY";
+  runtime keygen                                       a master key for RUNTIME_MASTER_KEY
+  runtime keys rotate --master-key-file /etc/runtime/master.key";
 
 /// Connection to a running server, shared by the client verbs.
 #[derive(Debug, clap::Args)]
@@ -72,6 +73,12 @@ pub enum Command {
     /// List or remove deployed functions.
     #[command(subcommand)]
     Functions(FunctionsCommand),
+    /// Rotate or inspect the master key file.
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  runtime keys rotate --master-key-file /etc/runtime/master.key\n  runtime keys status --data-dir .runtime-data"
+    )]
+    Keys(KeysCommand),
     /// Print a new random master key (64 hex characters) for RUNTIME_MASTER_KEY.
     #[command(after_help = "Example:\n  export RUNTIME_MASTER_KEY=$(runtime keygen)")]
     Keygen,
@@ -94,6 +101,27 @@ pub enum FunctionsCommand {
         #[command(flatten)]
         client: ClientArgs,
     },
+}
+
+/// `runtime keys ...`.
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Put a new random key first in the key file, keeping the older keys
+    /// below it; a running server picks it up and re-encrypts everything.
+    Rotate(KeyFileArgs),
+    /// Print the key ids in the key file (never the keys).
+    Status(KeyFileArgs),
+}
+
+/// Which key file the key verbs act on.
+#[derive(Debug, clap::Args)]
+pub struct KeyFileArgs {
+    /// Master key file. Default: dev mode's <data-dir>/master.key.
+    #[arg(long, env = "RUNTIME_MASTER_KEY_FILE")]
+    pub master_key_file: Option<PathBuf>,
+    /// Data directory (for the dev-mode key file).
+    #[arg(long, env = "RUNTIME_DATA_DIR", default_value = ".runtime-data")]
+    pub data_dir: PathBuf,
 }
 
 /// `runtime serve` flags.
@@ -119,6 +147,11 @@ pub struct ServeArgs {
     /// addresses (for tests and local providers; never in production).
     #[arg(long)]
     pub allow_insecure_upstreams: bool,
+    /// Public base URL of this server, as browsers reach it; the OAuth
+    /// redirect URI registered with providers is `<public-url>/v1/integrations/callback`.
+    /// Default: http://<listen address>.
+    #[arg(long, env = "RUNTIME_PUBLIC_URL")]
+    pub public_url: Option<url::Url>,
     /// Concurrent function instances across all functions.
     #[arg(long, default_value_t = 256)]
     pub max_instances: u32,
@@ -249,6 +282,12 @@ impl Cli {
                 println!("removed {name}");
                 Ok(())
             }
+            Command::Keys(KeysCommand::Rotate(a)) => {
+                crate::keys::run_rotate(a.master_key_file.as_deref(), &a.data_dir)
+            }
+            Command::Keys(KeysCommand::Status(a)) => {
+                crate::keys::run_status(a.master_key_file.as_deref(), &a.data_dir)
+            }
             Command::Keygen => {
                 let mut bytes = [0u8; 32];
                 rand::RngCore::fill_bytes(&mut rand::rng(), &mut bytes);
@@ -289,7 +328,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .ok()
             .filter(|k| !k.is_empty())
             .map(Secret::new),
+        public_url: args.public_url.clone(),
     };
+    if let Some(u) = &config.public_url
+        && (!matches!(u.scheme(), "http" | "https") || u.host_str().is_none())
+    {
+        bail!("--public-url must be an absolute http(s) URL, e.g. https://runtime.example.com");
+    }
     let started = config.start().await?;
     if config.dev && args.functions_dir.is_dir() {
         crate::dev::deploy_examples(&started.state.registry, "dev", &args.functions_dir).await?;
@@ -298,6 +343,17 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
+    if config.public_url.is_none() {
+        // Browsers cannot go to 0.0.0.0: name the loopback address instead.
+        let host = if addr.ip().is_unspecified() {
+            tracing::warn!("listening on all interfaces without --public-url; OAuth redirects will point at 127.0.0.1");
+            std::net::SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), addr.port())
+        } else {
+            addr
+        };
+        let url = url::Url::parse(&format!("http://{host}/"))?;
+        started.state.broker.set_public_url(url);
+    }
     for (app, key) in &started.new_keys {
         // Shown once, on the terminal, never logged: it is not stored in clear.
         println!(

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use anyhow::{Context as _, bail};
 use host_api::catalog::Catalog;
-use host_api::crypto::MasterKey;
+use host_api::crypto::Keyring;
 use host_api::egress::EgressPolicy;
 use host_api::store::{SledStore, Store};
 use host_api::{Broker, Secret};
@@ -50,6 +50,9 @@ pub struct ServeConfig {
     pub apps: Vec<String>,
     /// Admin key for those apps (`RUNTIME_ADMIN_KEY`).
     pub admin_key: Option<Secret>,
+    /// Public base URL (OAuth redirect URI host); default: the bound
+    /// address.
+    pub public_url: Option<url::Url>,
 }
 
 /// A started runtime, before it accepts connections.
@@ -73,6 +76,42 @@ fn create_private_dir(path: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Meta key of the stored master key check value.
+const KEY_CHECK: &str = "master-key-check";
+
+/// What the key-file watcher needs to re-encrypt.
+#[derive(Debug, Clone)]
+struct Rekeyer {
+    broker: Arc<Broker>,
+    store: Arc<dyn Store>,
+    running: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// Re-encrypts every secret under the active key. While it runs, the key
+/// check names every key in the set, so a restart with the old key file (or
+/// without the new key) is refused; when every secret moved, the check
+/// names only the active key and older keys may leave the file.
+async fn rekey(broker: &Broker, store: &Arc<dyn Store>) -> anyhow::Result<()> {
+    let key = broker.key();
+    store.put_meta(KEY_CHECK, &key.key_check_all_keys()?).await?;
+    let report = broker.rekey().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    if report.failed == 0 {
+        store.put_meta(KEY_CHECK, &key.key_check()?).await?;
+        tracing::info!(
+            key_id = %key.active_id_hex(),
+            rewrapped = report.rewrapped,
+            "re-encryption finished: every stored secret is sealed with the active key; older keys can leave the key file after 15 minutes (pending connect flows)"
+        );
+    } else {
+        tracing::error!(
+            rewrapped = report.rewrapped,
+            failed = report.failed,
+            "re-encryption left secrets it could not open; keep the older keys"
+        );
+    }
+    Ok(())
+}
+
 impl ServeConfig {
     /// Validates the settings and opens everything the server needs.
     pub async fn start(&self) -> anyhow::Result<Started> {
@@ -91,21 +130,22 @@ impl ServeConfig {
         }
         create_private_dir(&self.data_dir)?;
 
-        let key = match &self.key {
-            KeySource::Hex(h) => MasterKey::from_hex(h.expose()).context("RUNTIME_MASTER_KEY")?,
-            KeySource::File(p) => {
-                let text = std::fs::read_to_string(p)
-                    .with_context(|| format!("reading master key file {}", p.display()))?;
-                MasterKey::from_hex(&text)
-                    .with_context(|| format!("master key file {}", p.display()))?
-            }
+        let (key, key_file) = match &self.key {
+            KeySource::Hex(h) => (
+                Keyring::from_hex(h.expose()).context("RUNTIME_MASTER_KEY")?,
+                None,
+            ),
+            KeySource::File(p) => (
+                Keyring::load_file(p).with_context(|| format!("master key file {}", p.display()))?,
+                Some(p.clone()),
+            ),
             KeySource::DevFile => {
-                let path = self.data_dir.join("master.key");
-                let (key, created) = MasterKey::load_or_create_file(&path)?;
+                let path = self.data_dir.join(crate::keys::DEV_KEY_FILE);
+                let (key, created) = Keyring::load_or_create_file(&path)?;
                 if created {
                     tracing::info!(path = %path.display(), "created a development master key (mode 0600)");
                 }
-                key
+                (key, Some(path))
             }
             KeySource::Missing => bail!(
                 "no master key: secrets are encrypted at rest and the runtime will not start without a key. \
@@ -113,6 +153,7 @@ impl ServeConfig {
                  for local development use --dev, which keeps a key in the data directory"
             ),
         };
+        let key = Arc::new(key);
 
         let store = SledStore::open(&self.data_dir).with_context(|| {
             format!(
@@ -121,14 +162,14 @@ impl ServeConfig {
             )
         })?;
         let store: Arc<dyn Store> = Arc::new(store);
-        match store.get_meta("master-key-check").await? {
-            Some(check) => key.verify_check(&check).map_err(|_| {
+        match store.get_meta(KEY_CHECK).await? {
+            Some(check) => key.verify_check(&check).map_err(|e| {
                 anyhow::anyhow!(
-                    "the master key is not the one this data directory was created with (key id {}); start with the original key",
-                    key.id_hex()
+                    "the master key set (active key id {}) cannot open this data directory: {e}. Start with the key file it was created with (after a rotation, keep the older keys in the file until the server logs that re-encryption finished)",
+                    key.active_id_hex()
                 )
             })?,
-            None => store.put_meta("master-key-check", &key.key_check()?).await?,
+            None => store.put_meta(KEY_CHECK, &key.key_check()?).await?,
         }
 
         let catalog = Catalog::builtin().context("built-in connector catalog")?;
@@ -136,9 +177,33 @@ impl ServeConfig {
             allow_private: self.allow_insecure_upstreams,
         };
         let broker = Arc::new(
-            Broker::new(store.clone(), Arc::new(key), Arc::new(catalog), policy)
+            Broker::new(store.clone(), key.clone(), Arc::new(catalog), policy)
                 .map_err(anyhow::Error::msg)?,
         );
+        if let Some(url) = &self.public_url {
+            broker.set_public_url(url.clone());
+        }
+        // Older keys in the set: a rotation happened (perhaps while the
+        // server was down, or a pass was interrupted): finish it first.
+        if key.current().ids_hex().len() > 1 {
+            rekey(&broker, &store).await?;
+        }
+        if let Some(path) = key_file {
+            let rekeyer = Rekeyer {
+                broker: broker.clone(),
+                store: store.clone(),
+                running: Arc::new(tokio::sync::Mutex::new(())),
+            };
+            tokio::spawn(crate::keys::watch_key_file(path, key.clone(), move || {
+                let r = rekeyer.clone();
+                tokio::spawn(async move {
+                    let _one_at_a_time = r.running.lock().await;
+                    if let Err(e) = rekey(&r.broker, &r.store).await {
+                        tracing::error!(error = %e, "re-encryption after key rotation failed; it is retried at the next start");
+                    }
+                });
+            }));
+        }
 
         let settings = EngineSettings {
             artifacts_dir: self.data_dir.join("artifacts"),

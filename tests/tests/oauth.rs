@@ -1,0 +1,873 @@
+//! End-to-end: OAuth connections against the fault-injecting fake provider
+//! (tests/src/oauth.rs), driven the way a browser and an app would.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use e2e_tests::oauth::{FAKE_CLIENT_ID, FAKE_CLIENT_SECRET, FakeProvider, TokenMode};
+use e2e_tests::{APP, Options, Runtime, files_containing, guest};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+/// The app's HS256 secret for end-user JWTs (a canary: it must never show).
+const JWT_SECRET: &str = "jwt-secret-CANARY-0123456789abcdef0123456789";
+/// Where the app wants the browser back; nothing listens there.
+const DONE: &str = "http://127.0.0.1:9/done";
+
+struct World {
+    rt: Runtime,
+    fake: FakeProvider,
+    dir: tempfile::TempDir,
+    /// A browser: follows no redirects, so each hop is seen.
+    browser: reqwest::Client,
+}
+
+fn user_jwt(sub: &str, secret: &str, exp_in: i64) -> String {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &json!({"sub": sub, "iat": now, "exp": now + exp_in}),
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap()
+}
+
+fn jwt(sub: &str) -> String {
+    user_jwt(sub, JWT_SECRET, 3600)
+}
+
+fn fake_connector(fake: &FakeProvider) -> Value {
+    let object = json!({"type": "object", "additionalProperties": true});
+    json!({
+        "slug": "fake",
+        "displayName": "Fake",
+        "apiBaseUrl": fake.api_url(),
+        "oauth": {
+            "authorizeUrl": fake.authorize_url(),
+            "tokenUrl": fake.token_url(),
+            "revocationUrl": fake.revocation_url(),
+            "accountPath": "/me",
+            "accountIdPointer": "/id",
+            "accountNamePointer": "/login"
+        },
+        "tools": [
+            {"name": "FAKE_ECHO", "description": "Echo", "method": "POST", "path": "/echo",
+             "scopes": ["read"], "parameters": object},
+            {"name": "FAKE_WRITE", "description": "Write", "method": "POST", "path": "/echo",
+             "scopes": ["write"], "parameters": object},
+            {"name": "FAKE_ME", "description": "Me", "method": "GET", "path": "/me",
+             "idempotent": true, "parameters": object}
+        ]
+    })
+}
+
+async fn world_with(configure: Value) -> World {
+    let fake = FakeProvider::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let rt = Runtime::start(dir.path(), Options::default()).await;
+    let (s, b) = rt
+        .admin(
+            Method::PATCH,
+            &format!("/v1/{APP}/settings"),
+            Some(json!({"jwt": {"hs256Secret": JWT_SECRET}, "redirectUrls": [DONE]})),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    assert!(!b.to_string().contains(JWT_SECRET));
+    let (s, b) = rt
+        .admin(
+            Method::POST,
+            &format!("/v1/{APP}/integrations/connectors"),
+            Some(fake_connector(&fake)),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    let mut body =
+        json!({"toolkit": "fake", "clientId": FAKE_CLIENT_ID, "clientSecret": FAKE_CLIENT_SECRET});
+    for (k, v) in configure.as_object().unwrap() {
+        body[k] = v.clone();
+    }
+    let (s, b) = rt
+        .admin(
+            Method::POST,
+            &format!("/v1/{APP}/integrations/configure"),
+            Some(body),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    assert!(!b.to_string().contains(FAKE_CLIENT_SECRET));
+    let browser = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    World {
+        rt,
+        fake,
+        dir,
+        browser,
+    }
+}
+
+async fn world() -> World {
+    world_with(json!({})).await
+}
+
+impl World {
+    /// Calls the API with a bearer (admin key or user JWT).
+    async fn api(
+        &self,
+        bearer: &str,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut req = self
+            .rt
+            .http
+            .request(method, format!("{}{path}", self.rt.url))
+            .bearer_auth(bearer);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let r = req.send().await.unwrap();
+        let status = r.status().as_u16();
+        let text = r.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    async fn connect(&self, bearer: &str, body: Value) -> Value {
+        let (s, b) = self
+            .api(
+                bearer,
+                Method::POST,
+                &format!("/v1/{APP}/integrations/connect"),
+                Some(body),
+            )
+            .await;
+        assert_eq!(s, 200, "{b}");
+        b
+    }
+
+    /// Follows an authorization URL like a browser whose user clicks
+    /// "allow": provider, then the runtime's callback. Returns the
+    /// callback URL and the runtime's answer (status, Location).
+    async fn consent(&self, auth_url: &str) -> (String, u16, Option<url::Url>) {
+        let r = self.browser.get(auth_url).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 302, "provider did not redirect");
+        let callback = r.headers()["location"].to_str().unwrap().to_string();
+        let (status, location) = self.visit(&callback).await;
+        (callback, status, location)
+    }
+
+    async fn visit(&self, url: &str) -> (u16, Option<url::Url>) {
+        let r = self.browser.get(url).send().await.unwrap();
+        let location = r
+            .headers()
+            .get("location")
+            .map(|l| url::Url::parse(l.to_str().unwrap()).unwrap());
+        (r.status().as_u16(), location)
+    }
+
+    /// Connects `user` end to end; returns the connection id.
+    async fn connect_user(&self, user: &str) -> String {
+        let start = self
+            .connect(&jwt(user), json!({"toolkit": "fake", "redirectUrl": DONE}))
+            .await;
+        let (_, status, location) = self.consent(start["authUrl"].as_str().unwrap()).await;
+        assert_eq!(status, 303);
+        let q = query(&location.unwrap());
+        assert_eq!(q["status"], "connected", "{q:?}");
+        q["connectionId"].clone()
+    }
+
+    async fn execute(&self, bearer: &str, tool: &str, params: Value) -> Value {
+        let (s, b) = self
+            .api(
+                bearer,
+                Method::POST,
+                &format!("/v1/{APP}/integrations/execute"),
+                Some(json!({"toolName": tool, "params": params})),
+            )
+            .await;
+        assert_eq!(s, 200, "{b}");
+        b
+    }
+
+    async fn connections(&self, bearer: &str) -> Vec<Value> {
+        let (s, b) = self
+            .api(
+                bearer,
+                Method::GET,
+                &format!("/v1/{APP}/integrations/connections"),
+                None,
+            )
+            .await;
+        assert_eq!(s, 200, "{b}");
+        b["connections"].as_array().unwrap().clone()
+    }
+}
+
+fn query(url: &url::Url) -> HashMap<String, String> {
+    url.query_pairs().into_owned().collect()
+}
+
+#[tokio::test]
+async fn a_user_connects_through_the_browser_and_calls_with_their_own_token() {
+    let w = world().await;
+    let (_, config) =
+        w.rt.admin(Method::GET, &format!("/v1/{APP}/integrations/config"), None)
+            .await;
+    let redirect_uri = format!("{}/v1/integrations/callback", w.rt.url);
+    assert_eq!(
+        config["toolkits"][0]["redirectUri"],
+        redirect_uri.as_str(),
+        "{config}"
+    );
+    assert_eq!(config["toolkits"][0]["auth"], "oauth");
+
+    let start = w
+        .connect(
+            &jwt("alice"),
+            json!({"toolkit": "fake", "redirectUrl": DONE}),
+        )
+        .await;
+    let auth_url = url::Url::parse(start["authUrl"].as_str().unwrap()).unwrap();
+    let q = query(&auth_url);
+    assert_eq!(q["client_id"], FAKE_CLIENT_ID);
+    assert_eq!(q["redirect_uri"], redirect_uri);
+    assert_eq!(q["code_challenge_method"], "S256");
+    assert_eq!(q["scope"], "read write", "the union of the tools' scopes");
+    assert!(q["state"].len() >= 22);
+    assert!(!auth_url.as_str().contains(FAKE_CLIENT_SECRET));
+
+    // Pending until the browser comes back.
+    let pending = w.connections(&jwt("alice")).await;
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0]["state"], "pending");
+
+    let (callback, status, location) = w.consent(auth_url.as_str()).await;
+    assert_eq!(status, 303);
+    let location = location.unwrap();
+    assert!(location.as_str().starts_with(DONE), "{location}");
+    let back = query(&location);
+    assert_eq!(back["status"], "connected");
+    assert_eq!(back["toolkit"], "fake");
+    assert_eq!(
+        back["connectionRequestId"],
+        start["connectionRequestId"].as_str().unwrap()
+    );
+    assert_eq!(
+        back["connectionId"],
+        start["connectionId"].as_str().unwrap()
+    );
+    assert!(!location.as_str().contains("code="), "no code is passed on");
+
+    // The token request used the verifier and the identical redirect URI.
+    let token_requests = w.fake.token_requests();
+    assert_eq!(token_requests.len(), 1);
+    let exchange = &token_requests[0];
+    assert_eq!(exchange.grant_type(), Some("authorization_code"));
+    assert_eq!(exchange.field("redirect_uri"), Some(redirect_uri.as_str()));
+    assert!(exchange.field("code_verifier").is_some());
+    let access = exchange.response_json()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    let mine = w.connections(&jwt("alice")).await;
+    assert_eq!(mine.len(), 1, "{mine:?}");
+    assert_eq!(mine[0]["state"], "active");
+    assert_eq!(mine[0]["userId"], "alice");
+    assert_eq!(mine[0]["account"]["id"], "4242");
+    assert_eq!(mine[0]["account"]["name"], "fake-user");
+    assert_eq!(mine[0]["scopes"], json!(["read", "write"]));
+    assert_eq!(mine[0]["isDefault"], true);
+
+    let out = w
+        .execute(&jwt("alice"), "FAKE_ECHO", json!({"hello": "world"}))
+        .await;
+    assert_eq!(out["successful"], true, "{out}");
+    assert_eq!(out["data"]["body"]["hello"], "world", "{out}");
+    let seen = w.fake.api_requests();
+    assert_eq!(
+        seen.last().unwrap().authorization.as_deref(),
+        Some(format!("Bearer {access}").as_str())
+    );
+
+    // The state is spent: the same callback again is refused, and the
+    // token endpoint is not contacted.
+    let (status, location) = w.visit(&callback).await;
+    assert_eq!((status, location), (400, None));
+    assert_eq!(w.fake.token_requests().len(), 1);
+
+    // Another user sees nothing of alice's, cannot use or delete it.
+    assert!(w.connections(&jwt("bob")).await.is_empty());
+    let out = w.execute(&jwt("bob"), "FAKE_ECHO", json!({})).await;
+    assert_eq!(out["error"]["kind"], "not-connected", "{out}");
+    let (s, b) = w
+        .api(
+            &jwt("bob"),
+            Method::POST,
+            &format!("/v1/{APP}/integrations/execute"),
+            Some(json!({"toolName": "FAKE_ECHO", "params": {}, "userId": "alice"})),
+        )
+        .await;
+    assert_eq!(s, 403, "{b}");
+    let id = mine[0]["id"].as_str().unwrap();
+    let (s, _) = w
+        .api(
+            &jwt("bob"),
+            Method::DELETE,
+            &format!("/v1/{APP}/integrations/connections/{id}"),
+            None,
+        )
+        .await;
+    assert_eq!(s, 404);
+
+    // The admin sees every connection and may act for a user.
+    let all = w.connections(e2e_tests::ADMIN_KEY).await;
+    assert_eq!(all.len(), 1);
+    let (s, b) = w
+        .api(
+            e2e_tests::ADMIN_KEY,
+            Method::POST,
+            &format!("/v1/{APP}/integrations/execute"),
+            Some(json!({"toolName": "FAKE_ME", "params": {}, "userId": "alice"})),
+        )
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(b["data"]["login"], "fake-user", "{b}");
+
+    // Forged and expired JWTs are refused.
+    for bad in [
+        user_jwt("alice", "another-secret-0123456789abcdef0123", 3600),
+        user_jwt("alice", JWT_SECRET, -3600),
+    ] {
+        let (s, b) = w
+            .api(
+                &bad,
+                Method::GET,
+                &format!("/v1/{APP}/integrations/connections"),
+                None,
+            )
+            .await;
+        assert_eq!(s, 401, "{b}");
+    }
+
+    // Disconnecting revokes upstream, then deletes.
+    let (s, b) = w
+        .api(
+            &jwt("alice"),
+            Method::DELETE,
+            &format!("/v1/{APP}/integrations/connections/{id}"),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["revokedUpstream"], true);
+    assert_eq!(w.fake.revocations().len(), 1);
+    assert!(w.connections(&jwt("alice")).await.is_empty());
+    let out = w.execute(&jwt("alice"), "FAKE_ECHO", json!({})).await;
+    assert_eq!(out["error"]["kind"], "not-connected");
+}
+
+#[tokio::test]
+async fn concurrent_calls_on_an_expired_token_refresh_exactly_once() {
+    let w = world().await;
+    w.fake.set_expires_in(1);
+    w.connect_user("alice").await;
+    w.fake.set_expires_in(3600);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+
+    let results = concurrent_executes(&w, "alice", "FAKE_ECHO", 50).await;
+    for r in &results {
+        assert_eq!(r["successful"], true, "{r}");
+    }
+    assert_eq!(w.fake.token_requests_by_grant("refresh_token"), 1);
+
+    // The provider rotated the refresh token; the old one is dead and was
+    // never presented again (reuse would have revoked the grant).
+    let refreshes: Vec<_> = w
+        .fake
+        .token_requests()
+        .into_iter()
+        .filter(|r| r.grant_type() == Some("refresh_token"))
+        .collect();
+    let old = refreshes[0].field("refresh_token").unwrap().to_string();
+    assert!(!w.fake.refresh_token_active(&old));
+
+    // A 401 in the middle of a call: one forced refresh, one retry.
+    w.fake.fail_next_api_call();
+    let before = w.fake.api_calls();
+    let out = w.execute(&jwt("alice"), "FAKE_ECHO", json!({})).await;
+    assert_eq!(out["successful"], true, "{out}");
+    assert_eq!(w.fake.api_calls(), before + 2);
+    assert_eq!(w.fake.token_requests_by_grant("refresh_token"), 2);
+
+    // A provider that sends no new refresh token: the old one is kept and
+    // keeps working.
+    w.fake.set_token_mode(TokenMode::OmitRefreshToken);
+    w.fake.fail_next_api_call();
+    assert_eq!(
+        w.execute(&jwt("alice"), "FAKE_ECHO", json!({})).await["successful"],
+        true
+    );
+    w.fake.set_token_mode(TokenMode::Normal);
+    w.fake.fail_next_api_call();
+    assert_eq!(
+        w.execute(&jwt("alice"), "FAKE_ECHO", json!({})).await["successful"],
+        true
+    );
+    assert_eq!(w.fake.token_requests_by_grant("refresh_token"), 4);
+
+    // The audit trail names the connection, never a token.
+    let (_, logs) =
+        w.rt.admin(
+            Method::GET,
+            &format!("/v1/{APP}/integrations/logs?limit=100"),
+            None,
+        )
+        .await;
+    let logs = logs["logs"].as_array().unwrap();
+    assert!(logs.len() >= 53);
+    assert!(logs.iter().all(|l| {
+        l["connection"]
+            .as_str()
+            .is_some_and(|c| c.starts_with("conn_"))
+    }));
+    assert_eq!(logs[0]["identity"], "user:alice");
+}
+
+/// Starts `n` executes of `tool` as `user` at once; returns their answers.
+async fn concurrent_executes(w: &World, user: &str, tool: &str, n: usize) -> Vec<Value> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..n {
+        let http = w.rt.http.clone();
+        let url = format!("{}/v1/{APP}/integrations/execute", w.rt.url);
+        let token = jwt(user);
+        let body = json!({"toolName": tool, "params": {"i": i}});
+        tasks.spawn(async move {
+            let r = http
+                .post(url)
+                .bearer_auth(token)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            r.json::<Value>().await.unwrap()
+        });
+    }
+    tasks.join_all().await
+}
+
+#[tokio::test]
+async fn provider_faults_keep_tokens_or_ask_for_a_reconnect() {
+    let w = world().await;
+    w.fake.set_expires_in(1);
+    let id = w.connect_user("alice").await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+
+    // 5xx at the token endpoint: the call fails as unavailable, the tokens
+    // are kept, and after the back-off a refresh succeeds.
+    w.fake.set_token_mode(TokenMode::ServerError);
+    let out = w.execute(&jwt("alice"), "FAKE_ECHO", json!({})).await;
+    assert_eq!(out["error"]["kind"], "unavailable", "{out}");
+    assert_eq!(w.connections(&jwt("alice")).await[0]["state"], "active");
+    w.fake.set_token_mode(TokenMode::Normal);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let out = w.execute(&jwt("alice"), "FAKE_ECHO", json!({})).await;
+    assert_eq!(out["successful"], true, "{out}");
+
+    // A slow token endpoint: ten waiting callers, one refresh.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    w.fake
+        .set_token_mode(TokenMode::Slow(Duration::from_millis(1500)));
+    let before = w.fake.token_requests_by_grant("refresh_token");
+    for r in concurrent_executes(&w, "alice", "FAKE_ECHO", 10).await {
+        assert_eq!(r["successful"], true, "{r}");
+    }
+    assert_eq!(w.fake.token_requests_by_grant("refresh_token"), before + 1);
+
+    // A redirect from the token endpoint is not followed.
+    w.fake.set_token_mode(TokenMode::Redirect);
+    w.fake.fail_next_api_call();
+    let out = w.execute(&jwt("alice"), "FAKE_ECHO", json!({})).await;
+    assert_eq!(out["error"]["kind"], "unavailable", "{out}");
+    assert_eq!(w.fake.redirect_followed(), 0);
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+
+    // invalid_grant: the connection needs a reconnect ...
+    w.fake.set_token_mode(TokenMode::InvalidGrant);
+    w.fake.fail_next_api_call();
+    let out = w.execute(&jwt("alice"), "FAKE_ECHO", json!({})).await;
+    assert_eq!(out["error"]["kind"], "needs-reconnect", "{out}");
+    let listed = w.connections(&jwt("alice")).await;
+    assert_eq!(listed[0]["state"], "needs_reconnect");
+    assert!(
+        listed[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("invalid_grant")
+    );
+    let out = w.execute(&jwt("alice"), "FAKE_ECHO", json!({})).await;
+    assert_eq!(out["error"]["kind"], "needs-reconnect");
+
+    // ... which re-authorizes the same connection id.
+    w.fake.set_token_mode(TokenMode::Normal);
+    let start = w
+        .connect(
+            &jwt("alice"),
+            json!({"toolkit": "fake", "connectionId": id, "redirectUrl": DONE}),
+        )
+        .await;
+    assert_eq!(start["connectionId"], id.as_str());
+    let (_, status, location) = w.consent(start["authUrl"].as_str().unwrap()).await;
+    assert_eq!(status, 303);
+    assert_eq!(query(&location.unwrap())["connectionId"], id);
+    let listed = w.connections(&jwt("alice")).await;
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0]["state"], "active");
+    assert_eq!(
+        w.execute(&jwt("alice"), "FAKE_ECHO", json!({})).await["successful"],
+        true
+    );
+}
+
+#[tokio::test]
+async fn missing_scopes_get_a_step_up_url_that_asks_only_for_what_is_needed() {
+    let w = world_with(json!({"scopes": ["read"]})).await;
+    let id = w.connect_user("alice").await;
+    assert_eq!(
+        w.connections(&jwt("alice")).await[0]["scopes"],
+        json!(["read"])
+    );
+
+    let out = w.execute(&jwt("alice"), "FAKE_WRITE", json!({})).await;
+    let err = &out["error"];
+    assert_eq!(err["kind"], "insufficient-scope", "{out}");
+    assert_eq!(err["missing"], json!(["write"]));
+    let auth_url = url::Url::parse(err["authUrl"].as_str().unwrap()).unwrap();
+    assert_eq!(query(&auth_url)["scope"], "read write");
+
+    let (_, status, location) = w.consent(auth_url.as_str()).await;
+    assert_eq!(status, 303);
+    let back = query(&location.unwrap());
+    assert_eq!(back["status"], "connected");
+    assert_eq!(back["connectionId"], id);
+    assert_eq!(
+        w.connections(&jwt("alice")).await[0]["scopes"],
+        json!(["read", "write"])
+    );
+    assert_eq!(
+        w.execute(&jwt("alice"), "FAKE_WRITE", json!({})).await["successful"],
+        true
+    );
+}
+
+#[tokio::test]
+async fn forged_states_refusals_and_bad_redirects_never_reach_the_token_endpoint() {
+    let w = world().await;
+    let start = w
+        .connect(
+            &jwt("alice"),
+            json!({"toolkit": "fake", "redirectUrl": DONE}),
+        )
+        .await;
+    let r = w
+        .browser
+        .get(start["authUrl"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    let callback = url::Url::parse(r.headers()["location"].to_str().unwrap()).unwrap();
+    let q = query(&callback);
+    let mut tampered = callback.clone();
+    let mut state = q["state"].clone();
+    state.replace_range(0..1, if state.starts_with('A') { "B" } else { "A" });
+    tampered
+        .query_pairs_mut()
+        .clear()
+        .append_pair("code", &q["code"])
+        .append_pair("state", &state);
+    assert_eq!(w.visit(tampered.as_str()).await, (400, None));
+    let mut no_state = callback.clone();
+    no_state
+        .query_pairs_mut()
+        .clear()
+        .append_pair("code", &q["code"]);
+    assert_eq!(w.visit(no_state.as_str()).await, (400, None));
+    assert_eq!(w.fake.token_requests().len(), 0);
+
+    // The user says no at the provider: back to the app with the reason.
+    w.fake.set_deny(true);
+    let start = w
+        .connect(
+            &jwt("alice"),
+            json!({"toolkit": "fake", "redirectUrl": DONE}),
+        )
+        .await;
+    let (_, status, location) = w.consent(start["authUrl"].as_str().unwrap()).await;
+    assert_eq!(status, 303);
+    let back = query(&location.unwrap());
+    assert_eq!(back["status"], "error");
+    assert_eq!(back["reason"], "access_denied");
+    w.fake.set_deny(false);
+
+    // Redirect URLs off the allowlist, in their bypass forms.
+    for bad in [
+        "https://evil.test/done",
+        "//evil.test/done",
+        "http://127.0.0.1:9@evil.test/done",
+        "http://127.0.0.1:9/done/../admin",
+        "http://127.0.0.1:9\\@evil.test/done",
+        "javascript:alert(1)//http://127.0.0.1:9/done",
+        "http://127.0.0.1:99/done",
+    ] {
+        let (s, b) = w
+            .api(
+                &jwt("alice"),
+                Method::POST,
+                &format!("/v1/{APP}/integrations/connect"),
+                Some(json!({"toolkit": "fake", "redirectUrl": bad})),
+            )
+            .await;
+        assert_eq!(s, 400, "{bad}: {b}");
+    }
+
+    // The allowlist is checked again at the callback.
+    let start = w
+        .connect(
+            &jwt("alice"),
+            json!({"toolkit": "fake", "redirectUrl": DONE}),
+        )
+        .await;
+    let (s, _) =
+        w.rt.admin(
+            Method::PATCH,
+            &format!("/v1/{APP}/settings"),
+            Some(json!({"redirectUrls": []})),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let (_, status, location) = w.consent(start["authUrl"].as_str().unwrap()).await;
+    assert_eq!((status, location), (400, None));
+    assert_eq!(w.fake.token_requests().len(), 0);
+
+    // An end user cannot connect the app's shared account, nor on behalf
+    // of someone else.
+    let (s, _) = w
+        .api(
+            &jwt("alice"),
+            Method::POST,
+            &format!("/v1/{APP}/integrations/connect"),
+            Some(json!({"toolkit": "fake", "shared": true})),
+        )
+        .await;
+    assert_eq!(s, 403);
+    let (s, _) = w
+        .api(
+            &jwt("alice"),
+            Method::POST,
+            &format!("/v1/{APP}/integrations/connect"),
+            Some(json!({"toolkit": "fake", "userId": "bob"})),
+        )
+        .await;
+    assert_eq!(s, 403);
+}
+
+#[tokio::test]
+async fn a_shared_toolkit_serves_every_user_and_disabling_keeps_connections() {
+    let w = world_with(json!({"shared": true})).await;
+    let start = w
+        .connect(
+            e2e_tests::ADMIN_KEY,
+            json!({"toolkit": "fake", "shared": true}),
+        )
+        .await;
+    // Without a redirectUrl the callback answers with a page.
+    let r = w
+        .browser
+        .get(start["authUrl"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    let callback = r.headers()["location"].to_str().unwrap().to_string();
+    let page = w.browser.get(&callback).send().await.unwrap();
+    assert_eq!(page.status().as_u16(), 200);
+    assert!(page.text().await.unwrap().contains("Connected"));
+
+    for user in ["alice", "bob"] {
+        let out = w.execute(&jwt(user), "FAKE_ME", json!({})).await;
+        assert_eq!(out["successful"], true, "{out}");
+    }
+    let all = w.connections(e2e_tests::ADMIN_KEY).await;
+    assert_eq!(all.len(), 1);
+    assert_eq!(all[0]["userId"], Value::Null);
+
+    // Disabled: calls are denied, the connection is kept and shown as such.
+    let (s, _) =
+        w.rt.admin(
+            Method::DELETE,
+            &format!("/v1/{APP}/integrations/configure/fake"),
+            None,
+        )
+        .await;
+    assert_eq!(s, 204);
+    let out = w.execute(&jwt("alice"), "FAKE_ME", json!({})).await;
+    assert_eq!(out["error"]["kind"], "denied", "{out}");
+    assert_eq!(
+        w.connections(e2e_tests::ADMIN_KEY).await[0]["state"],
+        "disabled"
+    );
+    let (s, _) =
+        w.rt.admin(
+            Method::POST,
+            &format!("/v1/{APP}/integrations/configure"),
+            Some(json!({"toolkit": "fake"})),
+        )
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(
+        w.execute(&jwt("alice"), "FAKE_ME", json!({})).await["successful"],
+        true
+    );
+}
+
+#[tokio::test]
+async fn functions_use_the_callers_connection_and_as_user_only_where_allowed() {
+    let w = world().await;
+    w.connect_user("alice").await;
+    let manifest = r#"{"grants": {"toolkits": ["fake"]}, "allowAsUser": true}"#;
+    w.rt.deploy_ok("probe", guest("probe"), manifest).await;
+    let call = |bearer: Option<String>, body: Value| {
+        let w = &w;
+        async move {
+            let mut req =
+                w.rt.http
+                    .post(format!("{}/fn/{APP}/probe/call", w.rt.url))
+                    .json(&body);
+            if let Some(b) = bearer {
+                req = req.bearer_auth(b);
+            }
+            let r = req.send().await.unwrap();
+            let status = r.status().as_u16();
+            (
+                status,
+                serde_json::from_str::<Value>(&r.text().await.unwrap()).unwrap_or(Value::Null),
+            )
+        }
+    };
+    let echo = json!({"tool": "FAKE_ECHO", "params": {"from": "function"}});
+    // The end user's own connection.
+    let (s, b) = call(Some(jwt("alice")), echo.clone()).await;
+    assert_eq!(s, 200);
+    assert_eq!(b["ok"]["body"]["from"], "function", "{b}");
+    // Anonymous: no end user, no connection.
+    let (_, b) = call(None, echo.clone()).await;
+    assert_eq!(b["error"]["kind"], "not-connected", "{b}");
+    // A bad bearer is refused before the function runs.
+    let (s, _) = call(Some("not-a-valid-token".into()), echo.clone()).await;
+    assert_eq!(s, 401);
+    // as-user: from an admin invocation, yes; from an end user, no.
+    let as_alice = json!({"tool": "FAKE_ECHO", "params": {}, "asUser": "alice"});
+    let (_, b) = call(Some(e2e_tests::ADMIN_KEY.into()), as_alice.clone()).await;
+    assert!(b["ok"].is_object(), "{b}");
+    let (_, b) = call(Some(jwt("bob")), as_alice).await;
+    assert_eq!(b["error"]["kind"], "denied", "{b}");
+    // Bob has no connection of his own.
+    let (_, b) = call(Some(jwt("bob")), echo).await;
+    assert_eq!(b["error"]["kind"], "not-connected", "{b}");
+}
+
+#[tokio::test]
+async fn secrets_never_appear_in_output_answers_audit_or_store_files() {
+    let w = world().await;
+    w.fake.set_expires_in(1);
+    let id = w.connect_user("alice").await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    w.fake.set_expires_in(3600);
+    let mut answers = String::new();
+    answers.push_str(
+        &w.execute(&jwt("alice"), "FAKE_ECHO", json!({}))
+            .await
+            .to_string(),
+    );
+    w.fake.fail_next_api_call();
+    answers.push_str(
+        &w.execute(&jwt("alice"), "FAKE_ME", json!({}))
+            .await
+            .to_string(),
+    );
+    // A step-up error also creates a flow (with its own PKCE verifier).
+    answers.push_str(
+        &w.execute(&jwt("alice"), "FAKE_WRITE", json!({}))
+            .await
+            .to_string(),
+    );
+    for path in [
+        "integrations/config",
+        "integrations/logs",
+        "integrations/connections",
+        "settings",
+    ] {
+        let (_, b) =
+            w.rt.admin(Method::GET, &format!("/v1/{APP}/{path}"), None)
+                .await;
+        answers.push_str(&b.to_string());
+    }
+
+    let mut secrets: Vec<String> = vec![FAKE_CLIENT_SECRET.into(), JWT_SECRET.into(), jwt("alice")];
+    for r in w.fake.token_requests() {
+        let resp = r.response_json();
+        for field in ["access_token", "refresh_token"] {
+            if let Some(t) = resp[field].as_str() {
+                secrets.push(t.to_string());
+            }
+        }
+        for field in ["code", "code_verifier", "refresh_token"] {
+            if let Some(v) = r.field(field) {
+                secrets.push(v.to_string());
+            }
+        }
+    }
+    for a in w.fake.authorize_requests() {
+        if let Some(s) = a.param("state") {
+            secrets.push(s.to_string());
+        }
+    }
+    assert!(secrets.len() > 8, "{secrets:?}");
+    let (s, _) = w
+        .api(
+            &jwt("alice"),
+            Method::DELETE,
+            &format!("/v1/{APP}/integrations/connections/{id}"),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200);
+    let output = w.rt.output();
+    for secret in &secrets {
+        assert!(
+            !output.contains(secret.as_str()),
+            "a secret is in the runtime's output"
+        );
+        assert!(
+            !answers.contains(secret.as_str()),
+            "a secret is in an API answer"
+        );
+        let files = files_containing(w.dir.path(), secret.as_bytes());
+        assert!(files.is_empty(), "a secret is stored in clear in {files:?}");
+    }
+}
