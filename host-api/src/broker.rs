@@ -18,13 +18,13 @@ use serde_json::Value;
 use tracing::instrument;
 
 use crate::catalog::{Catalog, CatalogError, Connector, ConnectorSpec, Tool};
+use crate::connections::client_secret_aad;
 use crate::crypto::{Keyring, aad};
 use crate::egress::EgressPolicy;
 use crate::error::ToolError;
 use crate::manifest::Grants;
-use crate::secret::Secret;
-use crate::connections::client_secret_aad;
 use crate::oauth::TokenHttp;
+use crate::secret::Secret;
 use crate::store::{AppSettings, AuditRecord, OAuthOverrides, Store, StoreError, ToolkitRecord};
 use crate::tokens::RefreshState;
 use crate::tools::{self, SendError};
@@ -329,12 +329,20 @@ impl Broker {
     }
 
     /// Seals a secret for storage, as hex.
-    pub(crate) fn seal_hex(&self, secret: &Secret, aad: &[u8]) -> Result<String, crate::crypto::CryptoError> {
+    pub(crate) fn seal_hex(
+        &self,
+        secret: &Secret,
+        aad: &[u8],
+    ) -> Result<String, crate::crypto::CryptoError> {
         Ok(hex::encode(self.key.seal_secret(secret, aad)?))
     }
 
     /// Opens a sealed hex value.
-    pub(crate) fn open_hex(&self, sealed: &str, aad: &[u8]) -> Result<Secret, crate::crypto::CryptoError> {
+    pub(crate) fn open_hex(
+        &self,
+        sealed: &str,
+        aad: &[u8],
+    ) -> Result<Secret, crate::crypto::CryptoError> {
         let bytes = hex::decode(sealed).map_err(|_| crate::crypto::CryptoError::Malformed)?;
         self.key.open_secret(&bytes, aad)
     }
@@ -553,9 +561,19 @@ impl Broker {
                 .open_hex(sealed, &credential_aad(&inv.app, slug))
                 .map_err(|e| {
                     tracing::error!(toolkit = slug, error = %e, "cannot unseal credential");
-                    ToolError::Unavailable(format!("stored credential for `{slug}` cannot be unsealed"))
+                    ToolError::Unavailable(format!(
+                        "stored credential for `{slug}` cannot be unsealed"
+                    ))
                 })?;
-            return match tools::send(&self.client, &self.policy, &connector, &request, &credential).await {
+            return match tools::send(
+                &self.client,
+                &self.policy,
+                &connector,
+                &request,
+                &credential,
+            )
+            .await
+            {
                 Ok(v) => Ok(v),
                 Err(SendError::Tool(e)) => Err(e),
                 Err(SendError::Unauthorized) => Err(ToolError::NeedsReconnect(format!(
@@ -585,7 +603,10 @@ impl Broker {
             _ => {
                 return Err(ToolError::NeedsReconnect(format!(
                     "{}; reconnect with POST /v1/{}/integrations/connect {{\"toolkit\": \"{slug}\", \"connectionId\": \"{}\"}}",
-                    connection.reason.clone().unwrap_or_else(|| "the connection is not active".into()),
+                    connection
+                        .reason
+                        .clone()
+                        .unwrap_or_else(|| "the connection is not active".into()),
                     inv.app,
                     connection.id
                 )));
@@ -668,7 +689,10 @@ impl Broker {
             self.policy
                 .check_url(&parsed)
                 .map_err(|e| AdminError::Invalid(format!("{what}: {e}")))?;
-            if !parsed.username().is_empty() || parsed.password().is_some() || parsed.fragment().is_some() {
+            if !parsed.username().is_empty()
+                || parsed.password().is_some()
+                || parsed.fragment().is_some()
+            {
                 return Err(AdminError::Invalid(format!(
                     "{what} must not carry credentials or a fragment"
                 )));
@@ -678,7 +702,9 @@ impl Broker {
         if let Some(u) = &req.api_base_url {
             check_endpoint("apiBaseUrl", u)?;
             if u.contains('?') {
-                return Err(AdminError::Invalid("apiBaseUrl must not carry a query".into()));
+                return Err(AdminError::Invalid(
+                    "apiBaseUrl must not carry a query".into(),
+                ));
             }
         }
         for (what, u) in [
@@ -714,7 +740,10 @@ impl Broker {
             )));
         }
         if let Some(scopes) = &req.scopes
-            && (scopes.len() > 256 || scopes.iter().any(|s| s.is_empty() || s.len() > MAX_NAME_LEN))
+            && (scopes.len() > 256
+                || scopes
+                    .iter()
+                    .any(|s| s.is_empty() || s.len() > MAX_NAME_LEN))
         {
             return Err(AdminError::Invalid(format!(
                 "scopes: at most 256, each 1 to {MAX_NAME_LEN} bytes"
@@ -727,7 +756,10 @@ impl Broker {
                 "clientId must be 1 to {MAX_CREDENTIAL_LEN} bytes"
             )));
         }
-        for (what, secret) in [("apiKey", &req.api_key), ("clientSecret", &req.client_secret)] {
+        for (what, secret) in [
+            ("apiKey", &req.api_key),
+            ("clientSecret", &req.client_secret),
+        ] {
             if let Some(s) = secret
                 && (s.is_empty() || s.expose().len() > MAX_CREDENTIAL_LEN)
             {
@@ -859,7 +891,10 @@ impl Broker {
         if let Some(o) = &compiled.oauth {
             for u in o.all() {
                 self.policy.check_url(u).map_err(|e| {
-                    AdminError::Invalid(format!("connector `{}` OAuth endpoint {u}: {e}", spec.slug))
+                    AdminError::Invalid(format!(
+                        "connector `{}` OAuth endpoint {u}: {e}",
+                        spec.slug
+                    ))
                 })?;
             }
         }

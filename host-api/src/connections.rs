@@ -473,23 +473,38 @@ impl Broker {
             status,
             message: message.to_string(),
         };
-        let Some(state) = params.state.filter(|s| s.expose().len() <= MAX_CALLBACK_PARAM) else {
-            return page(400, "The sign-in link is incomplete (no state). Start connecting again from the app.");
+        let Some(state) = params
+            .state
+            .filter(|s| s.expose().len() <= MAX_CALLBACK_PARAM)
+        else {
+            return page(
+                400,
+                "The sign-in link is incomplete (no state). Start connecting again from the app.",
+            );
         };
         // Taken out first: whatever happens next, this state is spent.
         let flow = match self.store.take_flow(&state_hash(state.expose())).await {
             Ok(Some(flow)) => flow,
             Ok(None) => {
-                return page(400, "This sign-in link is unknown, already used or expired. Start connecting again from the app.");
+                return page(
+                    400,
+                    "This sign-in link is unknown, already used or expired. Start connecting again from the app.",
+                );
             }
             Err(e) => {
                 tracing::error!(error = %e, "store error at callback");
-                return page(500, "The connection could not be completed (storage error). Try again later.");
+                return page(
+                    500,
+                    "The connection could not be completed (storage error). Try again later.",
+                );
             }
         };
         let now = now_ms();
         if flow.expires_at_ms <= now {
-            return page(400, "This sign-in link expired (after 15 minutes). Start connecting again from the app.");
+            return page(
+                400,
+                "This sign-in link expired (after 15 minutes). Start connecting again from the app.",
+            );
         }
         // The redirect URL is checked again: the allowlist may have changed.
         let redirect = match &flow.redirect_url {
@@ -498,17 +513,34 @@ impl Broker {
                 Ok(settings) => match redirect::check_redirect(u, &settings.redirect_urls) {
                     Ok(url) => Some(url),
                     Err(_) => {
-                        return page(400, "The app's return address is no longer allowed; the connection was not made. Ask the app's admin to allow it and connect again.");
+                        return page(
+                            400,
+                            "The app's return address is no longer allowed; the connection was not made. Ask the app's admin to allow it and connect again.",
+                        );
                     }
                 },
-                Err(_) => return page(500, "The connection could not be completed (storage error)."),
+                Err(_) => {
+                    return page(
+                        500,
+                        "The connection could not be completed (storage error).",
+                    );
+                }
             },
         };
         let finish = |status: &str, reason: Option<&str>, connection_id: Option<&str>| {
             let Some(mut url) = redirect.clone() else {
                 return match status {
-                    "connected" => page(200, "Connected. You can close this window and return to the app."),
-                    _ => page(400, &format!("The connection was not made ({}). Close this window and try again from the app.", reason.unwrap_or("error"))),
+                    "connected" => page(
+                        200,
+                        "Connected. You can close this window and return to the app.",
+                    ),
+                    _ => page(
+                        400,
+                        &format!(
+                            "The connection was not made ({}). Close this window and try again from the app.",
+                            reason.unwrap_or("error")
+                        ),
+                    ),
                 };
             };
             {
@@ -530,7 +562,10 @@ impl Broker {
             tracing::info!(app = %flow.app, toolkit = %flow.toolkit, error = %safe_reason(error), "connect flow refused at the provider");
             return finish("error", Some(&safe_reason(error)), None);
         }
-        let Some(code) = params.code.filter(|c| !c.is_empty() && c.expose().len() <= MAX_CALLBACK_PARAM) else {
+        let Some(code) = params
+            .code
+            .filter(|c| !c.is_empty() && c.expose().len() <= MAX_CALLBACK_PARAM)
+        else {
             return finish("error", Some("missing_code"), None);
         };
         match self.complete_flow(&flow, &code).await {
@@ -541,7 +576,11 @@ impl Broker {
 
     /// Exchanges the code and stores the connection; returns its id, or a
     /// short reason code.
-    async fn complete_flow(&self, flow: &FlowRecord, code: &Secret) -> Result<String, &'static str> {
+    async fn complete_flow(
+        &self,
+        flow: &FlowRecord,
+        code: &Secret,
+    ) -> Result<String, &'static str> {
         let app = flow.app.as_str();
         let slug = flow.toolkit.as_str();
         let connector = match self.find_connector(app, slug).await {
@@ -562,7 +601,8 @@ impl Broker {
         // Security: the token endpoint and redirect URI are the ones fixed
         // when the flow started, never anything from the callback.
         client.token_url = url::Url::parse(&flow.token_url).map_err(|_| "toolkit_misconfigured")?;
-        let redirect_uri = url::Url::parse(&flow.redirect_uri).map_err(|_| "toolkit_misconfigured")?;
+        let redirect_uri =
+            url::Url::parse(&flow.redirect_uri).map_err(|_| "toolkit_misconfigured")?;
         let verifier = match &flow.sealed_pkce_verifier {
             Some(sealed) => Some(
                 self.open_hex(sealed, &flow_aad(app, &flow.request_id))
@@ -571,7 +611,13 @@ impl Broker {
             None => None,
         };
         let tokens = client
-            .exchange_code(&self.token_http, spec, &redirect_uri, code, verifier.as_ref())
+            .exchange_code(
+                &self.token_http,
+                spec,
+                &redirect_uri,
+                code,
+                verifier.as_ref(),
+            )
             .await
             .map_err(|e| {
                 tracing::warn!(app, toolkit = slug, error = %e, "code exchange failed");
@@ -613,11 +659,14 @@ impl Broker {
             return AccountInfo::default();
         };
         let text = |pointer: &Option<String>| {
-            pointer.as_ref().and_then(|p| answer.pointer(p)).and_then(|v| match v {
-                serde_json::Value::String(s) => Some(s.chars().take(MAX_NAME_LEN).collect()),
-                serde_json::Value::Number(n) => Some(n.to_string()),
-                _ => None,
-            })
+            pointer
+                .as_ref()
+                .and_then(|p| answer.pointer(p))
+                .and_then(|v| match v {
+                    serde_json::Value::String(s) => Some(s.chars().take(MAX_NAME_LEN).collect()),
+                    serde_json::Value::Number(n) => Some(n.to_string()),
+                    _ => None,
+                })
         };
         AccountInfo {
             id: text(&spec.account_id_pointer),
@@ -653,7 +702,9 @@ impl Broker {
         let sealed_refresh = match &tokens.refresh_token {
             Some(t) => Some(self.seal_hex(t, &aad_refresh)?),
             // A reconnect without a new refresh token keeps the old one.
-            None => existing.as_ref().and_then(|c| c.sealed_refresh_token.clone()),
+            None => existing
+                .as_ref()
+                .and_then(|c| c.sealed_refresh_token.clone()),
         };
         let record = ConnectionRecord {
             id: id.clone(),
@@ -664,14 +715,19 @@ impl Broker {
             reason: None,
             is_default,
             account: if account == AccountInfo::default() {
-                existing.as_ref().map(|c| c.account.clone()).unwrap_or_default()
+                existing
+                    .as_ref()
+                    .map(|c| c.account.clone())
+                    .unwrap_or_default()
             } else {
                 account
             },
             scopes: tokens.scopes.clone().unwrap_or_else(|| flow.scopes.clone()),
             sealed_access_token: Some(self.seal_hex(&tokens.access_token, &aad_access)?),
             sealed_refresh_token: sealed_refresh,
-            expires_at_ms: tokens.expires_in.map(|d| now.saturating_add(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))),
+            expires_at_ms: tokens
+                .expires_in
+                .map(|d| now.saturating_add(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))),
             version: existing.as_ref().map_or(1, |c| c.version + 1),
             created_at_ms: existing.as_ref().map_or(now, |c| c.created_at_ms),
             updated_at_ms: now,
@@ -693,7 +749,11 @@ impl Broker {
         let only_user = match caller {
             Principal::User(u) => Some(u.as_str()),
             Principal::Admin => None,
-            _ => return Err(AdminError::Forbidden("listing connections needs an admin key or an end user's JWT".into())),
+            _ => {
+                return Err(AdminError::Forbidden(
+                    "listing connections needs an admin key or an end user's JWT".into(),
+                ));
+            }
         };
         let disabled: Vec<String> = self
             .store
@@ -713,11 +773,15 @@ impl Broker {
             if !visible(&c.toolkit, c.user_id.as_deref()) {
                 continue;
             }
-            let (state, reason) = if disabled.contains(&c.toolkit) && c.state == ConnectionState::Active {
-                (ConnectionState::Disabled, Some("the toolkit is disabled by the app's admin".to_string()))
-            } else {
-                (c.state, c.reason.clone())
-            };
+            let (state, reason) =
+                if disabled.contains(&c.toolkit) && c.state == ConnectionState::Active {
+                    (
+                        ConnectionState::Disabled,
+                        Some("the toolkit is disabled by the app's admin".to_string()),
+                    )
+                } else {
+                    (c.state, c.reason.clone())
+                };
             out.push(ConnectionView {
                 id: c.id,
                 toolkit: c.toolkit,
@@ -823,7 +887,9 @@ impl Broker {
             {
                 match client.revoke(&self.token_http, &token, hint).await {
                     Ok(()) => revoked = true,
-                    Err(e) => tracing::warn!(error = %e, "upstream revocation failed; deleting locally anyway"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "upstream revocation failed; deleting locally anyway")
+                    }
                 }
             }
         }
@@ -857,7 +923,8 @@ impl Broker {
         explicit: Option<&str>,
     ) -> Result<ConnectionRecord, ToolError> {
         let slug = record.toolkit.as_str();
-        let unavailable = |e: crate::store::StoreError| ToolError::Unavailable(format!("store: {e}"));
+        let unavailable =
+            |e: crate::store::StoreError| ToolError::Unavailable(format!("store: {e}"));
         let owner: Option<&str> = if record.shared {
             None
         } else {
@@ -879,7 +946,10 @@ impl Broker {
                 .map_err(unavailable)?
                 .filter(|c| c.toolkit == slug && c.user_id.as_deref() == owner)
                 .ok_or_else(|| {
-                    ToolError::NotConnected(format!("connection `{id}` is not a `{slug}` connection of {}", whose()))
+                    ToolError::NotConnected(format!(
+                        "connection `{id}` is not a `{slug}` connection of {}",
+                        whose()
+                    ))
                 });
         }
         let candidates: Vec<ConnectionRecord> = self
@@ -896,8 +966,12 @@ impl Broker {
         match candidates.as_slice() {
             [only] => Ok(only.clone()),
             [] => Err(ToolError::NotConnected(match owner {
-                None => format!("`{slug}` has no shared connection: an admin must POST /v1/{app}/integrations/connect with {{\"toolkit\": \"{slug}\", \"shared\": true}}"),
-                Some(u) => format!("user `{u}` has not connected `{slug}`: start the connect flow with POST /v1/{app}/integrations/connect {{\"toolkit\": \"{slug}\"}} using the user's JWT"),
+                None => format!(
+                    "`{slug}` has no shared connection: an admin must POST /v1/{app}/integrations/connect with {{\"toolkit\": \"{slug}\", \"shared\": true}}"
+                ),
+                Some(u) => format!(
+                    "user `{u}` has not connected `{slug}`: start the connect flow with POST /v1/{app}/integrations/connect {{\"toolkit\": \"{slug}\"}} using the user's JWT"
+                ),
             })),
             several => Err(ToolError::Denied(format!(
                 "{} has {} `{slug}` connections and none is the default: choose one with PATCH /v1/{app}/integrations/connections/{{id}} {{\"default\": true}}",

@@ -116,7 +116,8 @@ pub struct TokenHttp {
 }
 
 type ProviderTokenResponse = StandardTokenResponse<EmptyExtraTokenFields, BasicTokenType>;
-type ProviderError = RequestTokenError<TransportError, StandardErrorResponse<BasicErrorResponseType>>;
+type ProviderError =
+    RequestTokenError<TransportError, StandardErrorResponse<BasicErrorResponseType>>;
 
 impl TokenHttp {
     /// A client under `policy`, sharing `client`'s connection pool.
@@ -129,7 +130,9 @@ impl TokenHttp {
     pub async fn send(&self, request: HttpRequest) -> Result<HttpResponse, TransportError> {
         let url = url::Url::parse(&request.uri().to_string())
             .map_err(|_| TransportError::Policy("malformed URL".into()))?;
-        self.policy.check_url(&url).map_err(TransportError::Policy)?;
+        self.policy
+            .check_url(&url)
+            .map_err(TransportError::Policy)?;
         let (parts, body) = request.into_parts();
         let mut response = self
             .client
@@ -233,8 +236,8 @@ impl OAuthClient {
             .set_redirect_uri(RedirectUrl::from_url(redirect_uri.clone()));
         let mut request = client.authorize_url(CsrfToken::new_random);
         if !scopes.is_empty() {
-            request =
-                request.add_extra_param(spec.scope_param.clone(), scopes.join(&spec.scope_separator));
+            request = request
+                .add_extra_param(spec.scope_param.clone(), scopes.join(&spec.scope_separator));
         }
         for (k, v) in &spec.authorize_params {
             request = request.add_extra_param(k.clone(), v.clone());
@@ -347,8 +350,7 @@ impl OAuthClient {
                         enc(self.client_secret.expose())
                     );
                     let basic = base64::engine::general_purpose::STANDARD.encode(pair);
-                    builder =
-                        builder.header(http::header::AUTHORIZATION, format!("Basic {basic}"));
+                    builder = builder.header(http::header::AUTHORIZATION, format!("Basic {basic}"));
                 }
                 ClientAuth::ClientSecretPost => {
                     form.append_pair("client_id", &self.client_id);
@@ -419,7 +421,9 @@ mod tests {
         OAuthClient {
             client_id: "cid".into(),
             client_secret: Secret::new("csecret"),
-            authorize_url: "https://auth.example.com/authorize?tenant=x".parse().unwrap(),
+            authorize_url: "https://auth.example.com/authorize?tenant=x"
+                .parse()
+                .unwrap(),
             token_url: "https://auth.example.com/token".parse().unwrap(),
             revocation_url: None,
             client_auth: ClientAuth::ClientSecretBasic,
@@ -428,7 +432,9 @@ mod tests {
 
     #[test]
     fn authorization_requests_carry_state_pkce_and_joined_scopes() {
-        let redirect: url::Url = "https://rt.example.com/v1/integrations/callback".parse().unwrap();
+        let redirect: url::Url = "https://rt.example.com/v1/integrations/callback"
+            .parse()
+            .unwrap();
         let start = client().authorize(&spec(), &redirect, &["a".into(), "b".into()]);
         let q: std::collections::HashMap<String, String> =
             start.url.query_pairs().into_owned().collect();
@@ -440,7 +446,10 @@ mod tests {
         assert_eq!(q["redirect_uri"], redirect.as_str());
         assert_eq!(q["code_challenge_method"], "S256");
         assert_eq!(q["state"], start.state.expose());
-        assert!(start.state.expose().len() >= 22, "state carries >= 128 bits");
+        assert!(
+            start.state.expose().len() >= 22,
+            "state carries >= 128 bits"
+        );
         assert!(!start.url.as_str().contains("csecret"));
         let verifier = start.pkce_verifier.unwrap();
         assert_ne!(q["code_challenge"], verifier.expose());

@@ -51,7 +51,9 @@ impl Broker {
                 true
             }
             Ok(None) => false,
-            Err(e @ (CryptoError::UnknownKey(_) | CryptoError::Tampered | CryptoError::Malformed)) => {
+            Err(
+                e @ (CryptoError::UnknownKey(_) | CryptoError::Tampered | CryptoError::Malformed),
+            ) => {
                 report.failed += 1;
                 tracing::error!(what, error = %e, "cannot re-encrypt a stored secret; left as is");
                 false
@@ -131,7 +133,11 @@ impl Broker {
                 report.failed += local.failed;
                 return Ok(());
             }
-            if self.store.put_connection_if_version(&next, expected).await? {
+            if self
+                .store
+                .put_connection_if_version(&next, expected)
+                .await?
+            {
                 report.rewrapped += local.rewrapped;
                 report.failed += local.failed;
                 return Ok(());

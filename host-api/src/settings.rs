@@ -177,7 +177,11 @@ impl Broker {
     pub fn settings_view(&self, s: &AppSettings) -> SettingsView {
         SettingsView {
             jwt: s.jwt.as_ref().map(|j| JwtView {
-                kind: if j.jwks_url.is_some() { "jwks" } else { "hs256" },
+                kind: if j.jwks_url.is_some() {
+                    "jwks"
+                } else {
+                    "hs256"
+                },
                 jwks_url: j.jwks_url.clone(),
                 issuer: j.issuer.clone(),
                 audience: j.audience.clone(),
@@ -197,17 +201,18 @@ impl Broker {
         let Some(j) = settings.jwt else {
             return Ok(None);
         };
-        let keys = match (&j.sealed_hs256_secret, &j.jwks_url) {
-            (Some(sealed), _) => JwtKeys::Hs256(
-                self.open_hex(sealed, &jwt_secret_aad(app))
-                    .map_err(|_| JwtError::JwksUnavailable("the app's JWT secret cannot be unsealed".into()))?,
-            ),
-            (None, Some(u)) => JwtKeys::Jwks(
-                url::Url::parse(u)
-                    .map_err(|_| JwtError::JwksUnavailable("the app's jwksUrl is invalid".into()))?,
-            ),
-            (None, None) => return Ok(None),
-        };
+        let keys =
+            match (&j.sealed_hs256_secret, &j.jwks_url) {
+                (Some(sealed), _) => {
+                    JwtKeys::Hs256(self.open_hex(sealed, &jwt_secret_aad(app)).map_err(|_| {
+                        JwtError::JwksUnavailable("the app's JWT secret cannot be unsealed".into())
+                    })?)
+                }
+                (None, Some(u)) => JwtKeys::Jwks(url::Url::parse(u).map_err(|_| {
+                    JwtError::JwksUnavailable("the app's jwksUrl is invalid".into())
+                })?),
+                (None, None) => return Ok(None),
+            };
         let rules = JwtRules {
             keys,
             issuer: j.issuer,

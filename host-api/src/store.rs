@@ -768,9 +768,11 @@ impl Store for SledStore {
         if lease.holder == holder {
             // If someone took it over meanwhile, the swap fails and their
             // lease stays.
-            let _ = self
-                .leases
-                .compare_and_swap(connection.as_bytes(), Some(current), None::<Vec<u8>>)?;
+            let _ = self.leases.compare_and_swap(
+                connection.as_bytes(),
+                Some(current),
+                None::<Vec<u8>>,
+            )?;
         }
         Ok(())
     }

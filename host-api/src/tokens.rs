@@ -229,12 +229,14 @@ impl Broker {
             return Ok((self.open_access(&current)?, current));
         }
         if current.state != ConnectionState::Active {
-            return Err(ToolError::NeedsReconnect(current.reason.clone().unwrap_or_else(
-                || format!("connection `{id}` must be connected again"),
-            )));
+            return Err(ToolError::NeedsReconnect(
+                current
+                    .reason
+                    .clone()
+                    .unwrap_or_else(|| format!("connection `{id}` must be connected again")),
+            ));
         }
-        let token_still_valid =
-            matches!(why, Why::Expiring { .. }) && !expired(&current, now_ms());
+        let token_still_valid = matches!(why, Why::Expiring { .. }) && !expired(&current, now_ms());
         if let Some(left) = self.refresh.backoff_left(id) {
             if token_still_valid {
                 return Ok((self.open_access(&current)?, current));
@@ -248,7 +250,8 @@ impl Broker {
             if token_still_valid {
                 return Ok((self.open_access(&current)?, current));
             }
-            let reason = "the access token expired and the provider gave no refresh token: connect again";
+            let reason =
+                "the access token expired and the provider gave no refresh token: connect again";
             self.mark_needs_reconnect(&current, reason).await;
             return Err(ToolError::NeedsReconnect(reason.into()));
         };
@@ -258,7 +261,12 @@ impl Broker {
         loop {
             match self
                 .store
-                .acquire_lease(id, &self.node_id, now_ms(), u64::try_from(LEASE_TTL.as_millis()).unwrap_or(30_000))
+                .acquire_lease(
+                    id,
+                    &self.node_id,
+                    now_ms(),
+                    u64::try_from(LEASE_TTL.as_millis()).unwrap_or(30_000),
+                )
                 .await
             {
                 Ok(Some(_lease)) => break,
@@ -320,21 +328,33 @@ impl Broker {
             .get_toolkit(app, slug)
             .await
             .map_err(|e| unavailable(format!("store: {e}")))?
-            .ok_or_else(|| ToolError::NotConnected(format!("toolkit `{slug}` is not configured")))?;
+            .ok_or_else(|| {
+                ToolError::NotConnected(format!("toolkit `{slug}` is not configured"))
+            })?;
         let client = self
             .oauth_client(app, &connector, &record)
             .map_err(unavailable)?;
         let refresh_token = self
             .open_hex(sealed_refresh, &connection_aad(app, id, "refresh_token"))
-            .map_err(|_| unavailable(format!("the stored refresh token of `{id}` cannot be unsealed")))?;
+            .map_err(|_| {
+                unavailable(format!(
+                    "the stored refresh token of `{id}` cannot be unsealed"
+                ))
+            })?;
 
-        match client.refresh(&self.token_http, &spec, &refresh_token).await {
+        match client
+            .refresh(&self.token_http, &spec, &refresh_token)
+            .await
+        {
             Ok(tokens) => {
                 let now = now_ms();
                 let mut next = current.clone();
                 next.sealed_access_token = Some(
-                    self.seal_hex(&tokens.access_token, &connection_aad(app, id, "access_token"))
-                        .map_err(|e| unavailable(e.to_string()))?,
+                    self.seal_hex(
+                        &tokens.access_token,
+                        &connection_aad(app, id, "access_token"),
+                    )
+                    .map_err(|e| unavailable(e.to_string()))?,
                 );
                 // No refresh token in the answer: the old one stays valid.
                 if let Some(rt) = &tokens.refresh_token {
@@ -343,9 +363,9 @@ impl Broker {
                             .map_err(|e| unavailable(e.to_string()))?,
                     );
                 }
-                next.expires_at_ms = tokens.expires_in.map(|d| {
-                    now.saturating_add(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-                });
+                next.expires_at_ms = tokens
+                    .expires_in
+                    .map(|d| now.saturating_add(u64::try_from(d.as_millis()).unwrap_or(u64::MAX)));
                 if let Some(scopes) = tokens.scopes {
                     next.scopes = scopes;
                 }
@@ -406,7 +426,9 @@ impl Broker {
         {
             Ok(true) => tracing::warn!(connection = %current.id, "connection needs reconnect"),
             Ok(false) => {}
-            Err(e) => tracing::error!(connection = %current.id, error = %e, "could not mark connection"),
+            Err(e) => {
+                tracing::error!(connection = %current.id, error = %e, "could not mark connection")
+            }
         }
     }
 }

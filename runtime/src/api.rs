@@ -16,10 +16,10 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use host_api::ToolError;
 use host_api::broker::{AdminError, ConfigureToolkit, Invocation, Principal};
-use host_api::connections::{CallbackOutcome, CallbackParams, ConnectRequest, ConnectionFilter};
-use host_api::settings::SettingsPatch;
 use host_api::catalog::ConnectorSpec;
+use host_api::connections::{CallbackOutcome, CallbackParams, ConnectRequest, ConnectionFilter};
 use host_api::manifest::Manifest;
+use host_api::settings::SettingsPatch;
 use host_api::store::{FunctionRecord, StoreError};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -174,11 +174,7 @@ pub struct Caller {
 
 /// Who a bearer token proves the caller to be, for `app`: the admin (an
 /// admin key), an end user (a valid JWT), or an error saying why not.
-pub async fn authenticate(
-    state: &AppState,
-    app: &str,
-    token: &str,
-) -> Result<Principal, ApiError> {
+pub async fn authenticate(state: &AppState, app: &str, token: &str) -> Result<Principal, ApiError> {
     let unauthorized = |m: String| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", m);
     if apps::verify(state.store.as_ref(), app, token).await? {
         return Ok(Principal::Admin);
@@ -584,7 +580,9 @@ pub async fn execute(
 /// `GET /v1/{appId}/settings`.
 pub async fn get_settings(Admin { app, state }: Admin) -> Result<Json<Value>, ApiError> {
     let settings = state.broker.app_settings(&app).await?;
-    Ok(Json(json!({ "settings": state.broker.settings_view(&settings) })))
+    Ok(Json(
+        json!({ "settings": state.broker.settings_view(&settings) }),
+    ))
 }
 
 /// `PATCH /v1/{appId}/settings` `{jwt?: {hs256Secret | jwksUrl, issuer?, audience?} | null, redirectUrls?}`.
@@ -673,9 +671,10 @@ pub async fn callback(
             if let Ok(v) = http::HeaderValue::from_str(url.as_str()) {
                 response.headers_mut().insert(http::header::LOCATION, v);
             }
-            response
-                .headers_mut()
-                .insert(http::header::CACHE_CONTROL, http::HeaderValue::from_static("no-store"));
+            response.headers_mut().insert(
+                http::header::CACHE_CONTROL,
+                http::HeaderValue::from_static("no-store"),
+            );
             response
         }
         CallbackOutcome::Page { status, message } => {
@@ -709,4 +708,3 @@ pub async fn logs(
         json!({ "logs": state.store.list_audit(&app, limit).await? }),
     ))
 }
-

@@ -346,7 +346,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if config.public_url.is_none() {
         // Browsers cannot go to 0.0.0.0: name the loopback address instead.
         let host = if addr.ip().is_unspecified() {
-            tracing::warn!("listening on all interfaces without --public-url; OAuth redirects will point at 127.0.0.1");
+            tracing::warn!(
+                "listening on all interfaces without --public-url; OAuth redirects will point at 127.0.0.1"
+            );
             std::net::SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), addr.port())
         } else {
             addr

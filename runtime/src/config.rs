@@ -93,7 +93,9 @@ struct Rekeyer {
 /// names only the active key and older keys may leave the file.
 async fn rekey(broker: &Broker, store: &Arc<dyn Store>) -> anyhow::Result<()> {
     let key = broker.key();
-    store.put_meta(KEY_CHECK, &key.key_check_all_keys()?).await?;
+    store
+        .put_meta(KEY_CHECK, &key.key_check_all_keys()?)
+        .await?;
     let report = broker.rekey().await.map_err(|e| anyhow::anyhow!("{e}"))?;
     if report.failed == 0 {
         store.put_meta(KEY_CHECK, &key.key_check()?).await?;
@@ -136,7 +138,8 @@ impl ServeConfig {
                 None,
             ),
             KeySource::File(p) => (
-                Keyring::load_file(p).with_context(|| format!("master key file {}", p.display()))?,
+                Keyring::load_file(p)
+                    .with_context(|| format!("master key file {}", p.display()))?,
                 Some(p.clone()),
             ),
             KeySource::DevFile => {
@@ -165,7 +168,7 @@ impl ServeConfig {
         match store.get_meta(KEY_CHECK).await? {
             Some(check) => key.verify_check(&check).map_err(|e| {
                 anyhow::anyhow!(
-                    "the master key set (active key id {}) cannot open this data directory: {e}. Start with the key file it was created with (after a rotation, keep the older keys in the file until the server logs that re-encryption finished)",
+                    "the master key (active key id {}) is not the one this data directory was created with ({e}). Start with the original key; after a rotation, keep the older keys in the key file until the server logs that re-encryption finished",
                     key.active_id_hex()
                 )
             })?,

@@ -30,6 +30,7 @@ async fn start(dir: &std::path::Path, allow_insecure: bool) -> Arc<AppState> {
         max_instances: 4,
         apps: vec!["app1".into()],
         admin_key: Some(host_api::Secret::new(KEY)),
+        public_url: None,
     };
     config.start().await.unwrap().state
 }
