@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use host_api::broker::Principal;
 use host_api::catalog::Catalog;
-use host_api::crypto::MasterKey;
+use host_api::crypto::{Keyring, MasterKey};
 use host_api::egress::EgressPolicy;
 use host_api::integrations::IntegrationsCtx;
 use host_api::manifest::Manifest;
@@ -141,7 +141,7 @@ fn main() {
     rt.block_on(async move {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path()).unwrap());
-        let key = Arc::new(MasterKey::from_bytes(&[7; 32]));
+        let key = Arc::new(Keyring::from(MasterKey::from_bytes(&[7; 32])));
         let broker = Arc::new(
             Broker::new(store.clone(), key, Arc::new(Catalog::builtin().unwrap()), EgressPolicy::default()).unwrap(),
         );
