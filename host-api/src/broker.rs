@@ -216,6 +216,8 @@ pub struct Broker {
     public_url: RwLock<url::Url>,
     /// Verifies end users' JWTs (JWKS cached).
     pub(crate) jwt: crate::jwt::JwtVerifier,
+    /// Tool-call rate limits per app and per end user.
+    limits: RwLock<Arc<crate::ratelimit::RateLimits>>,
 }
 
 /// Milliseconds since the Unix epoch.
@@ -301,6 +303,7 @@ impl Broker {
             policy,
             token_http: TokenHttp::new(client.clone(), policy),
             jwt: crate::jwt::JwtVerifier::new(client.clone(), policy),
+            limits: RwLock::new(Arc::default()),
             client,
             node_id: format!("node_{}", hex::encode(node)),
             refresh: RefreshState::default(),
@@ -312,6 +315,13 @@ impl Broker {
     pub fn set_public_url(&self, url: url::Url) {
         if let Ok(mut u) = self.public_url.write() {
             *u = url;
+        }
+    }
+
+    /// Sets the tool-call rate limits (unlimited until called).
+    pub fn set_rate_limits(&self, limits: crate::ratelimit::RateLimits) {
+        if let Ok(mut l) = self.limits.write() {
+            *l = Arc::new(limits);
         }
     }
 
@@ -497,6 +507,19 @@ impl Broker {
                 "tool name is longer than {MAX_NAME_LEN} bytes"
             )));
         }
+        let caller_user = as_user.or(match &inv.principal {
+            Principal::User(u) => Some(u.as_str()),
+            _ => None,
+        });
+        let limits = match self.limits.read() {
+            Ok(l) => l.clone(),
+            Err(p) => p.into_inner().clone(),
+        };
+        if let Err(wait) = limits.check(&inv.app, caller_user) {
+            return Err(ToolError::RateLimited {
+                retry_after_ms: u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1),
+            });
+        }
         let params = parse_params(params_json)?;
         let unavailable = |e: StoreError| ToolError::Unavailable(format!("store: {e}"));
         let (connector, tool) = self
@@ -590,12 +613,8 @@ impl Broker {
         }
 
         // OAuth: the shared connection, or the caller's own.
-        let user = as_user.or(match &inv.principal {
-            Principal::User(u) => Some(u.as_str()),
-            _ => None,
-        });
         let connection = self
-            .resolve_connection(&inv.app, &record, user, explicit_connection)
+            .resolve_connection(&inv.app, &record, caller_user, explicit_connection)
             .await?;
         *used = Some(connection.id.clone());
         match connection.state {

@@ -10,7 +10,7 @@
 //! [`catalog`] (connectors and tools, loaded from data), [`broker`] (resolve,
 //! check, dispatch, audit), [`connections`] (the connect flow and choosing a
 //! connection), [`oauth`] (authorization code + PKCE, refresh, revocation),
-//! [`tokens`] (single-flight refresh), [`tools`] (the provider HTTP request),
+//! [`tokens`] (single-flight refresh), [`ratelimit`] (per app and user), [`tools`] (the provider HTTP request),
 //! [`egress`] (where credentials may go), [`store`] (durable state),
 //! [`crypto`] (sealing secrets at rest, key rotation), [`rekey`] (re-encrypting
 //! after a rotation), [`manifest`] (a function's grants and
@@ -49,6 +49,7 @@ pub mod integrations;
 pub mod jwt;
 pub mod manifest;
 pub mod oauth;
+pub mod ratelimit;
 pub mod redirect;
 pub mod rekey;
 pub mod secret;

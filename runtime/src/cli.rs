@@ -152,6 +152,14 @@ pub struct ServeArgs {
     /// Default: http://<listen address>.
     #[arg(long, env = "RUNTIME_PUBLIC_URL")]
     pub public_url: Option<url::Url>,
+    /// Brokered tool calls per second per app, bursts of twice that
+    /// (0: unlimited).
+    #[arg(long, env = "RUNTIME_RATE_LIMIT_APP", default_value_t = 200)]
+    pub rate_limit_app: u32,
+    /// Brokered tool calls per second per end user, bursts of twice that
+    /// (0: unlimited).
+    #[arg(long, env = "RUNTIME_RATE_LIMIT_USER", default_value_t = 50)]
+    pub rate_limit_user: u32,
     /// Concurrent function instances across all functions.
     #[arg(long, default_value_t = 256)]
     pub max_instances: u32,
@@ -329,6 +337,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .filter(|k| !k.is_empty())
             .map(Secret::new),
         public_url: args.public_url.clone(),
+        rate_limit_app: args.rate_limit_app,
+        rate_limit_user: args.rate_limit_user,
     };
     if let Some(u) = &config.public_url
         && (!matches!(u.scheme(), "http" | "https") || u.host_str().is_none())

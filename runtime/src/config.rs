@@ -10,6 +10,7 @@ use anyhow::{Context as _, bail};
 use host_api::catalog::Catalog;
 use host_api::crypto::Keyring;
 use host_api::egress::EgressPolicy;
+use host_api::ratelimit::{Quota, RateLimits};
 use host_api::store::{SledStore, Store};
 use host_api::{Broker, Secret};
 
@@ -53,6 +54,10 @@ pub struct ServeConfig {
     /// Public base URL (OAuth redirect URI host); default: the bound
     /// address.
     pub public_url: Option<url::Url>,
+    /// Tool calls per second per app (0: unlimited).
+    pub rate_limit_app: u32,
+    /// Tool calls per second per end user (0: unlimited).
+    pub rate_limit_user: u32,
 }
 
 /// A started runtime, before it accepts connections.
@@ -186,6 +191,11 @@ impl ServeConfig {
         if let Some(url) = &self.public_url {
             broker.set_public_url(url.clone());
         }
+        let quota = |n: u32| (n > 0).then(|| Quota::per_second(n));
+        broker.set_rate_limits(RateLimits::new(
+            quota(self.rate_limit_app),
+            quota(self.rate_limit_user),
+        ));
         // Older keys in the set: a rotation happened (perhaps while the
         // server was down, or a pass was interrupted): finish it first.
         if key.current().ids_hex().len() > 1 {

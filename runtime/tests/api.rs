@@ -31,6 +31,8 @@ async fn start(dir: &std::path::Path, allow_insecure: bool) -> Arc<AppState> {
         apps: vec!["app1".into()],
         admin_key: Some(host_api::Secret::new(KEY)),
         public_url: None,
+        rate_limit_app: 0,
+        rate_limit_user: 0,
     };
     config.start().await.unwrap().state
 }
