@@ -169,6 +169,17 @@ impl TokenHttp {
             }
             body.extend_from_slice(&chunk);
         }
+        // Some providers (GitHub, Slack) answer token errors with 200 and an
+        // `error` field: report them as the 400 they mean, so they are parsed
+        // as OAuth errors rather than as a token response.
+        let mut status = status;
+        if status.is_success()
+            && let Ok(serde_json::Value::Object(map)) = serde_json::from_slice(&body)
+            && map.get("error").is_some_and(serde_json::Value::is_string)
+            && !map.contains_key("access_token")
+        {
+            status = http::StatusCode::BAD_REQUEST;
+        }
         let mut out = http::Response::builder().status(status);
         if let Some(headers) = out.headers_mut() {
             *headers = response.headers().clone();
@@ -188,10 +199,21 @@ impl<'c> oauth2::AsyncHttpClient<'c> for TokenHttp {
     }
 }
 
+/// Provider-specific error codes that mean what `invalid_grant` means: the
+/// code or refresh token is no longer valid (GitHub, Slack).
+const GRANT_GONE: &[&str] = &[
+    "bad_refresh_token",
+    "bad_verification_code",
+    "invalid_refresh_token",
+];
+
 fn classify(e: ProviderError) -> TokenError {
     match e {
         RequestTokenError::ServerResponse(r) => match r.error() {
             BasicErrorResponseType::InvalidGrant => TokenError::InvalidGrant,
+            BasicErrorResponseType::Extension(code) if GRANT_GONE.contains(&code.as_str()) => {
+                TokenError::InvalidGrant
+            }
             other => TokenError::Refused(other.to_string()),
         },
         RequestTokenError::Request(TransportError::Policy(m)) => TokenError::Refused(m),
@@ -463,5 +485,80 @@ mod tests {
             split_scopes(&["a,b".into(), "c".into()], ","),
             ["a", "b", "c"]
         );
+    }
+
+    /// Serves one canned HTTP answer per connection on 127.0.0.1.
+    async fn canned(status: &'static str, body: &'static str) -> url::Url {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let mut buf = vec![0u8; 16 * 1024];
+                let _ = socket.read(&mut buf).await;
+                let answer = format!(
+                    "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = socket.write_all(answer.as_bytes()).await;
+            }
+        });
+        format!("http://{addr}/token").parse().unwrap()
+    }
+
+    async fn refresh_against(
+        status: &'static str,
+        body: &'static str,
+    ) -> Result<Tokens, TokenError> {
+        let policy = EgressPolicy {
+            allow_private: true,
+        };
+        let http = TokenHttp::new(policy.client().unwrap(), policy);
+        let mut c = client();
+        c.token_url = canned(status, body).await;
+        c.refresh(&http, &spec(), &Secret::new("rt")).await
+    }
+
+    #[tokio::test]
+    async fn token_answers_are_classified() {
+        assert!(matches!(
+            refresh_against("400 Bad Request", r#"{"error":"invalid_grant"}"#).await,
+            Err(TokenError::InvalidGrant)
+        ));
+        // GitHub's way: 200 with an error field.
+        assert!(matches!(
+            refresh_against("200 OK", r#"{"error":"bad_refresh_token"}"#).await,
+            Err(TokenError::InvalidGrant)
+        ));
+        assert!(matches!(
+            refresh_against("401 Unauthorized", r#"{"error":"invalid_client"}"#).await,
+            Err(TokenError::Refused(_))
+        ));
+        assert!(matches!(
+            refresh_against("503 Service Unavailable", "down").await,
+            Err(TokenError::Transient(_))
+        ));
+        assert!(matches!(
+            refresh_against("302 Found", "").await,
+            Err(TokenError::Transient(_))
+        ));
+        let ok = refresh_against(
+            "200 OK",
+            r#"{"access_token":"at","token_type":"bearer","expires_in":60,"scope":"a,b"}"#,
+        )
+        .await
+        .unwrap();
+        assert_eq!(ok.access_token.expose(), "at");
+        assert!(ok.refresh_token.is_none());
+        assert_eq!(ok.scopes.unwrap(), ["a", "b"]);
+        // The policy is applied before connecting.
+        let strict = EgressPolicy::default();
+        let http = TokenHttp::new(strict.client().unwrap(), strict);
+        let mut c = client();
+        c.token_url = "http://127.0.0.1:9/token".parse().unwrap();
+        assert!(matches!(
+            c.refresh(&http, &spec(), &Secret::new("rt")).await,
+            Err(TokenError::Refused(_))
+        ));
     }
 }

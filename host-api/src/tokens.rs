@@ -186,6 +186,43 @@ impl Broker {
         .await
     }
 
+    /// Refreshes every active connection whose tokens were issued more than
+    /// `idle` ago, so grants whose refresh tokens expire when unused (rolling
+    /// expiry) stay alive for users who call rarely. Returns how many were
+    /// refreshed.
+    pub async fn keep_alive_idle(&self, idle: Duration) -> usize {
+        let cutoff = now_ms().saturating_sub(u64::try_from(idle.as_millis()).unwrap_or(u64::MAX));
+        let apps = match self.store.list_apps().await {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(error = %e, "keep-alive sweep: cannot list apps");
+                return 0;
+            }
+        };
+        let mut refreshed = 0;
+        for app in apps {
+            let Ok(connections) = self.store.list_connections(&app.id).await else {
+                continue;
+            };
+            for c in connections {
+                let issued = c.refreshed_at_ms.unwrap_or(c.created_at_ms);
+                if c.state != ConnectionState::Active
+                    || c.sealed_refresh_token.is_none()
+                    || issued > cutoff
+                {
+                    continue;
+                }
+                match self.force_refresh(&c).await {
+                    Ok(_) => refreshed += 1,
+                    Err(e) => {
+                        tracing::info!(connection = %c.id, error = %e, "keep-alive refresh failed")
+                    }
+                }
+            }
+        }
+        refreshed
+    }
+
     async fn reread(&self, app: &str, id: &str) -> Result<ConnectionRecord, ToolError> {
         self.store
             .get_connection(app, id)

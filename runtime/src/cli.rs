@@ -152,6 +152,18 @@ pub struct ServeArgs {
     /// Default: http://<listen address>.
     #[arg(long, env = "RUNTIME_PUBLIC_URL")]
     pub public_url: Option<url::Url>,
+    /// Refresh OAuth connections whose tokens are older than this many
+    /// seconds, so grants with rolling expiry survive idle users.
+    #[arg(long, default_value_t = 7 * 24 * 3600, value_parser = clap::value_parser!(u64).range(1..))]
+    pub keep_alive_after_secs: u64,
+    /// How often (seconds) to look for such connections.
+    #[arg(long, default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..))]
+    pub keep_alive_every_secs: u64,
+    /// Directory of custom connector definitions (one JSON file each, the
+    /// same shape as POST /v1/{app}/integrations/connectors), installed for
+    /// every served app at start.
+    #[arg(long, env = "RUNTIME_CONNECTORS_DIR")]
+    pub connectors_dir: Option<PathBuf>,
     /// Brokered tool calls per second per app, bursts of twice that
     /// (0: unlimited).
     #[arg(long, env = "RUNTIME_RATE_LIMIT_APP", default_value_t = 200)]
@@ -337,6 +349,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .filter(|k| !k.is_empty())
             .map(Secret::new),
         public_url: args.public_url.clone(),
+        keep_alive_after: Duration::from_secs(args.keep_alive_after_secs),
+        keep_alive_every: Duration::from_secs(args.keep_alive_every_secs),
+        connectors_dir: args.connectors_dir.clone(),
         rate_limit_app: args.rate_limit_app,
         rate_limit_user: args.rate_limit_user,
     };

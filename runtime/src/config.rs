@@ -54,6 +54,14 @@ pub struct ServeConfig {
     /// Public base URL (OAuth redirect URI host); default: the bound
     /// address.
     pub public_url: Option<url::Url>,
+    /// Refresh connections whose tokens are older than this, so rarely used
+    /// grants stay alive.
+    pub keep_alive_after: std::time::Duration,
+    /// How often to look for such connections.
+    pub keep_alive_every: std::time::Duration,
+    /// Custom connector definitions (`*.json`) installed for every app at
+    /// start.
+    pub connectors_dir: Option<PathBuf>,
     /// Tool calls per second per app (0: unlimited).
     pub rate_limit_app: u32,
     /// Tool calls per second per end user (0: unlimited).
@@ -115,6 +123,35 @@ async fn rekey(broker: &Broker, store: &Arc<dyn Store>) -> anyhow::Result<()> {
             failed = report.failed,
             "re-encryption left secrets it could not open; keep the older keys"
         );
+    }
+    Ok(())
+}
+
+/// Installs every `*.json` connector definition in `dir` for each app; a bad
+/// file stops start-up with its name and the reason.
+async fn install_connectors(
+    broker: &Broker,
+    dir: &std::path::Path,
+    apps: &[String],
+) -> anyhow::Result<()> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading connectors directory {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    files.sort();
+    for path in files {
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        let spec: host_api::catalog::ConnectorSpec = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not a connector definition", path.display()))?;
+        for app in apps {
+            broker
+                .put_connector(app, spec.clone())
+                .await
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        }
+        tracing::info!(connector = %spec.slug, file = %path.display(), "custom connector installed");
     }
     Ok(())
 }
@@ -196,6 +233,25 @@ impl ServeConfig {
             quota(self.rate_limit_app),
             quota(self.rate_limit_user),
         ));
+        {
+            let broker = broker.clone();
+            let (after, every) = (self.keep_alive_after, self.keep_alive_every);
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                tick.tick().await;
+                loop {
+                    tick.tick().await;
+                    let n = broker.keep_alive_idle(after).await;
+                    if n > 0 {
+                        tracing::info!(
+                            refreshed = n,
+                            "keep-alive sweep refreshed idle connections"
+                        );
+                    }
+                }
+            });
+        }
         // Older keys in the set: a rotation happened (perhaps while the
         // server was down, or a pass was interrupted): finish it first.
         if key.current().ids_hex().len() > 1 {
@@ -239,6 +295,9 @@ impl ServeConfig {
             {
                 new_keys.push((app.clone(), k));
             }
+        }
+        if let Some(dir) = &self.connectors_dir {
+            install_connectors(&broker, dir, &self.apps).await?;
         }
 
         let invoker = Arc::new(Invoker::new(engine, broker.clone(), self.max_instances));

@@ -31,6 +31,9 @@ async fn start(dir: &std::path::Path, allow_insecure: bool) -> Arc<AppState> {
         apps: vec!["app1".into()],
         admin_key: Some(host_api::Secret::new(KEY)),
         public_url: None,
+        keep_alive_after: std::time::Duration::from_secs(3600),
+        keep_alive_every: std::time::Duration::from_secs(3600),
+        connectors_dir: None,
         rate_limit_app: 0,
         rate_limit_user: 0,
     };

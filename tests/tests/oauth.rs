@@ -74,46 +74,56 @@ async fn world_with(configure: Value) -> World {
     let fake = FakeProvider::start().await;
     let dir = tempfile::tempdir().unwrap();
     let rt = Runtime::start(dir.path(), Options::default()).await;
-    let (s, b) = rt
-        .admin(
-            Method::PATCH,
-            &format!("/v1/{APP}/settings"),
-            Some(json!({"jwt": {"hs256Secret": JWT_SECRET}, "redirectUrls": [DONE]})),
-        )
-        .await;
-    assert_eq!(s, 200, "{b}");
-    assert!(!b.to_string().contains(JWT_SECRET));
-    let (s, b) = rt
-        .admin(
-            Method::POST,
-            &format!("/v1/{APP}/integrations/connectors"),
-            Some(fake_connector(&fake)),
-        )
-        .await;
-    assert_eq!(s, 201, "{b}");
-    let mut body =
-        json!({"toolkit": "fake", "clientId": FAKE_CLIENT_ID, "clientSecret": FAKE_CLIENT_SECRET});
-    for (k, v) in configure.as_object().unwrap() {
-        body[k] = v.clone();
-    }
-    let (s, b) = rt
-        .admin(
-            Method::POST,
-            &format!("/v1/{APP}/integrations/configure"),
-            Some(body),
-        )
-        .await;
-    assert_eq!(s, 200, "{b}");
-    assert!(!b.to_string().contains(FAKE_CLIENT_SECRET));
-    let browser = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
-    World {
-        rt,
-        fake,
-        dir,
-        browser,
+    World::setup(rt, fake, dir, configure).await
+}
+
+impl World {
+    async fn setup(
+        rt: Runtime,
+        fake: FakeProvider,
+        dir: tempfile::TempDir,
+        configure: Value,
+    ) -> World {
+        let (s, b) = rt
+            .admin(
+                Method::PATCH,
+                &format!("/v1/{APP}/settings"),
+                Some(json!({"jwt": {"hs256Secret": JWT_SECRET}, "redirectUrls": [DONE]})),
+            )
+            .await;
+        assert_eq!(s, 200, "{b}");
+        assert!(!b.to_string().contains(JWT_SECRET));
+        let (s, b) = rt
+            .admin(
+                Method::POST,
+                &format!("/v1/{APP}/integrations/connectors"),
+                Some(fake_connector(&fake)),
+            )
+            .await;
+        assert_eq!(s, 201, "{b}");
+        let mut body = json!({"toolkit": "fake", "clientId": FAKE_CLIENT_ID, "clientSecret": FAKE_CLIENT_SECRET});
+        for (k, v) in configure.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        let (s, b) = rt
+            .admin(
+                Method::POST,
+                &format!("/v1/{APP}/integrations/configure"),
+                Some(body),
+            )
+            .await;
+        assert_eq!(s, 200, "{b}");
+        assert!(!b.to_string().contains(FAKE_CLIENT_SECRET));
+        let browser = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        World {
+            rt,
+            fake,
+            dir,
+            browser,
+        }
     }
 }
 
@@ -870,4 +880,90 @@ async fn secrets_never_appear_in_output_answers_audit_or_store_files() {
         let files = files_containing(w.dir.path(), secret.as_bytes());
         assert!(files.is_empty(), "a secret is stored in clear in {files:?}");
     }
+}
+
+#[tokio::test]
+async fn idle_connections_are_refreshed_in_the_background() {
+    let fake = FakeProvider::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = Options::default();
+    options.args.extend(
+        [
+            "--keep-alive-after-secs",
+            "1",
+            "--keep-alive-every-secs",
+            "1",
+        ]
+        .map(String::from),
+    );
+    let rt = Runtime::start(dir.path(), options).await;
+    let w = World::setup(rt, fake, dir, json!({})).await;
+    w.connect_user("alice").await;
+    assert_eq!(w.fake.token_requests_by_grant("refresh_token"), 0);
+    // Nobody calls; the sweep refreshes the grant.
+    for _ in 0..50 {
+        if w.fake.token_requests_by_grant("refresh_token") > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(w.fake.token_requests_by_grant("refresh_token") >= 1);
+    assert_eq!(
+        w.execute(&jwt("alice"), "FAKE_ECHO", json!({})).await["successful"],
+        true
+    );
+}
+
+#[tokio::test]
+async fn custom_connectors_can_come_from_a_directory_and_bad_ones_stop_start_up() {
+    let fake = FakeProvider::start().await;
+    let connectors = tempfile::tempdir().unwrap();
+    std::fs::write(
+        connectors.path().join("fake.json"),
+        fake_connector(&fake).to_string(),
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = Options::default();
+    options.args.push("--connectors-dir".into());
+    options
+        .args
+        .push(connectors.path().to_string_lossy().into_owned());
+    let rt = Runtime::start(dir.path(), options.clone()).await;
+    let (s, b) = rt
+        .admin(
+            Method::GET,
+            &format!("/v1/{APP}/integrations/tools?toolkit=fake"),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(b["tools"].as_array().unwrap().len(), 3, "{b}");
+    rt.stop().await;
+
+    // Plain-http OAuth endpoints are refused without the explicit flag.
+    let strict = Options {
+        args: options
+            .args
+            .iter()
+            .filter(|a| *a != "--allow-insecure-upstreams")
+            .cloned()
+            .collect(),
+        env: options.env.clone(),
+    };
+    let out = Runtime::try_start(tempfile::tempdir().unwrap().path(), strict)
+        .await
+        .unwrap_err();
+    assert!(out.contains("fake.json"), "{out}");
+    assert!(out.contains("--allow-insecure-upstreams"), "{out}");
+
+    std::fs::write(
+        connectors.path().join("zbad.json"),
+        r#"{"slug": "Bad Slug"}"#,
+    )
+    .unwrap();
+    let out = Runtime::try_start(tempfile::tempdir().unwrap().path(), options)
+        .await
+        .unwrap_err();
+    assert!(out.contains("zbad.json"), "{out}");
 }
