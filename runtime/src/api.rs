@@ -194,6 +194,33 @@ pub async fn authenticate(state: &AppState, app: &str, token: &str) -> Result<Pr
     }
 }
 
+/// Who a bearer token on a function's request proves the caller to be:
+/// `Some` for the app's admin key or a valid end-user JWT, `None` for a
+/// token that is neither (the function's own scheme, passed through). A
+/// JWT-shaped token that fails verification is refused, so a user with a
+/// stale token is told rather than silently served as anonymous.
+pub async fn identify(
+    state: &AppState,
+    app: &str,
+    token: &str,
+) -> Result<Option<Principal>, ApiError> {
+    if apps::verify(state.store.as_ref(), app, token).await? {
+        return Ok(Some(Principal::Admin));
+    }
+    if token.split('.').count() != 3 {
+        return Ok(None);
+    }
+    match state.broker.verify_user(app, token).await {
+        Ok(Some(user)) => Ok(Some(Principal::User(user))),
+        Ok(None) => Ok(None),
+        Err(e) => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            format!("end-user JWT refused: {e}"),
+        )),
+    }
+}
+
 impl FromRequestParts<Arc<AppState>> for Caller {
     type Rejection = ApiError;
 
@@ -668,6 +695,10 @@ pub async fn callback(
     match state.broker.callback(params).await {
         CallbackOutcome::Redirect(url) => {
             let mut response = StatusCode::SEE_OTHER.into_response();
+            response.headers_mut().insert(
+                http::header::REFERRER_POLICY,
+                http::HeaderValue::from_static("no-referrer"),
+            );
             if let Ok(v) = http::HeaderValue::from_str(url.as_str()) {
                 response.headers_mut().insert(http::header::LOCATION, v);
             }
@@ -684,6 +715,7 @@ pub async fn callback(
                 [
                     (http::header::CONTENT_TYPE, "text/plain; charset=utf-8"),
                     (http::header::CACHE_CONTROL, "no-store"),
+                    (http::header::REFERRER_POLICY, "no-referrer"),
                 ],
                 message,
             )

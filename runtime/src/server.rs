@@ -139,12 +139,13 @@ async fn trigger(
     // may use `as-user` where the manifest allows); one presenting an end
     // user's JWT runs as that user, whose connections the function's calls
     // use. Either credential is removed so the function never sees it. A
-    // bearer that is neither is refused: a function behind a bad token must
-    // not silently run anonymous. Other Authorization schemes are the
-    // function's own.
+    // JWT that fails verification is refused (401); any other bearer is the
+    // function's own and passed through, the call running anonymous.
     let mut principal = Principal::Anonymous;
-    if let Some(token) = api::bearer(&parts.headers) {
-        principal = api::authenticate(&state, app, token).await?;
+    if let Some(token) = api::bearer(&parts.headers)
+        && let Some(p) = api::identify(&state, app, token).await?
+    {
+        principal = p;
         parts.headers.remove(http::header::AUTHORIZATION);
     }
     parts.headers.remove(PRINCIPAL_HEADER);

@@ -276,3 +276,140 @@ async fn configure_and_execute_reject_bad_input_with_the_fix() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(message(&body).contains("tool"), "{body}");
 }
+
+#[tokio::test]
+async fn settings_and_the_connect_flow_refuse_bad_input_with_the_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = start(dir.path(), false).await;
+    let settings = "/v1/app1/settings";
+
+    // End users cannot authenticate before the app says how.
+    let (status, body) = call(
+        &state,
+        "GET",
+        "/v1/app1/integrations/connections",
+        Some("aaa.bbb.ccc"),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(message(&body).contains("PATCH /v1/app1/settings"), "{body}");
+
+    let refused = [
+        (
+            json!({"jwt": {"hs256Secret": "x".repeat(40), "jwksUrl": "https://id.example.com/jwks"}}),
+            "exactly one",
+        ),
+        (json!({"jwt": {"hs256Secret": "short"}}), "32"),
+        (
+            json!({"jwt": {"jwksUrl": "http://127.0.0.1/jwks"}}),
+            "jwksUrl",
+        ),
+        (
+            json!({"redirectUrls": ["javascript:alert(1)"]}),
+            "redirectUrls",
+        ),
+        (
+            json!({"redirectUrls": ["https://a.example.com/x#f"]}),
+            "redirectUrls",
+        ),
+        (json!({"redirects": []}), "redirects"),
+    ];
+    for (bad, names) in refused {
+        let (status, body) = admin(&state, "PATCH", settings, Some(bad.clone())).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {body}");
+        assert!(message(&body).contains(names), "{bad}: {body}");
+    }
+    let secret = "router-jwt-secret-CANARY-0123456789abcdef";
+    let (status, body) = admin(
+        &state,
+        "PATCH",
+        settings,
+        Some(json!({"jwt": {"hs256Secret": secret}, "redirectUrls": ["https://app.example.com/done"]})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["settings"]["jwt"]["kind"], "hs256");
+    let (_, body) = admin(&state, "GET", settings, None).await;
+    assert!(!body.to_string().contains(secret));
+    assert!(
+        body["settings"]["oauthRedirectUri"]
+            .as_str()
+            .unwrap()
+            .ends_with("/v1/integrations/callback"),
+        "{body}"
+    );
+
+    // An OAuth toolkit needs the app's client before anyone connects.
+    let connect = "/v1/app1/integrations/connect";
+    let (status, body) = admin(
+        &state,
+        "POST",
+        connect,
+        Some(json!({"toolkit": "github", "userId": "u1"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(message(&body).contains("configure"), "{body}");
+    let configure = "/v1/app1/integrations/configure";
+    let (status, body) = admin(
+        &state,
+        "POST",
+        configure,
+        Some(json!({"toolkit": "github"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(message(&body).contains("clientId"), "{body}");
+    let (status, body) = admin(
+        &state,
+        "POST",
+        configure,
+        Some(json!({"toolkit": "github", "clientId": "cid", "clientSecret": "client-secret-CANARY-42"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(!body.to_string().contains("client-secret-CANARY-42"));
+    assert_eq!(body["toolkit"]["auth"], "oauth");
+
+    let (status, body) = admin(&state, "POST", connect, Some(json!({"toolkit": "github"}))).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(message(&body).contains("shared"), "{body}");
+    let (status, body) = admin(
+        &state,
+        "POST",
+        connect,
+        Some(json!({"toolkit": "github", "userId": "u1", "redirectUrl": "https://evil.example.com/done"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(message(&body).contains("redirectUrls"), "{body}");
+    let (status, body) = admin(
+        &state,
+        "POST",
+        connect,
+        Some(json!({"toolkit": "github", "userId": "u1", "redirectUrl": "https://app.example.com/done"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let auth_url = url::Url::parse(body["authUrl"].as_str().unwrap()).unwrap();
+    assert_eq!(auth_url.host_str(), Some("github.com"));
+    let q: std::collections::HashMap<String, String> =
+        auth_url.query_pairs().into_owned().collect();
+    assert_eq!(q["code_challenge_method"], "S256");
+    assert_eq!(q["scope"], "repo");
+    assert!(!auth_url.as_str().contains("client-secret-CANARY-42"));
+
+    // The callback refuses what it cannot tie to a flow, without redirecting.
+    for uri in [
+        "/v1/integrations/callback?code=abc",
+        "/v1/integrations/callback?code=abc&state=forged",
+    ] {
+        let (status, _) = call(&state, "GET", uri, None, None).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}");
+    }
+    let pending = admin(&state, "GET", "/v1/app1/integrations/connections", None)
+        .await
+        .1;
+    assert_eq!(pending["connections"][0]["state"], "pending", "{pending}");
+}

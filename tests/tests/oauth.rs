@@ -787,9 +787,18 @@ async fn functions_use_the_callers_connection_and_as_user_only_where_allowed() {
     // Anonymous: no end user, no connection.
     let (_, b) = call(None, echo.clone()).await;
     assert_eq!(b["error"]["kind"], "not-connected", "{b}");
-    // A bad bearer is refused before the function runs.
-    let (s, _) = call(Some("not-a-valid-token".into()), echo.clone()).await;
-    assert_eq!(s, 401);
+    // A forged or expired JWT is refused before the function runs.
+    for bad in [
+        user_jwt("alice", "another-secret-0123456789abcdef0123", 3600),
+        user_jwt("alice", JWT_SECRET, -3600),
+    ] {
+        let (s, _) = call(Some(bad), echo.clone()).await;
+        assert_eq!(s, 401);
+    }
+    // A bearer of the function's own scheme passes through; the call is
+    // anonymous.
+    let (_, b) = call(Some("webhook-secret-of-the-function".into()), echo.clone()).await;
+    assert_eq!(b["error"]["kind"], "not-connected", "{b}");
     // as-user: from an admin invocation, yes; from an end user, no.
     let as_alice = json!({"tool": "FAKE_ECHO", "params": {}, "asUser": "alice"});
     let (_, b) = call(Some(e2e_tests::ADMIN_KEY.into()), as_alice.clone()).await;
