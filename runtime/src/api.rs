@@ -120,6 +120,14 @@ impl From<RegistryError> for ApiError {
     }
 }
 
+/// The `{app}` of a request's path.
+async fn path_app(parts: &mut Parts, state: &Arc<AppState>) -> Result<String, ApiError> {
+    let Path(params) = Path::<HashMap<String, String>>::from_request_parts(parts, state)
+        .await
+        .map_err(|e| ApiError::bad_request(e.body_text()))?;
+    Ok(params.get("app").cloned().unwrap_or_default())
+}
+
 /// An authenticated admin call: the `{app}` of the path and proof that the
 /// request carries that app's admin key. Every management handler takes
 /// one, so none can forget the check.
@@ -138,10 +146,7 @@ impl FromRequestParts<Arc<AppState>> for Admin {
         parts: &mut Parts,
         state: &Arc<AppState>,
     ) -> Result<Self, ApiError> {
-        let Path(params) = Path::<HashMap<String, String>>::from_request_parts(parts, state)
-            .await
-            .map_err(|e| ApiError::bad_request(e.body_text()))?;
-        let app = params.get("app").cloned().unwrap_or_default();
+        let app = path_app(parts, state).await?;
         let unauthorized = |m: String| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", m);
         let presented = bearer(&parts.headers).ok_or_else(|| {
             unauthorized(format!(
@@ -228,10 +233,7 @@ impl FromRequestParts<Arc<AppState>> for Caller {
         parts: &mut Parts,
         state: &Arc<AppState>,
     ) -> Result<Self, ApiError> {
-        let Path(params) = Path::<HashMap<String, String>>::from_request_parts(parts, state)
-            .await
-            .map_err(|e| ApiError::bad_request(e.body_text()))?;
-        let app = params.get("app").cloned().unwrap_or_default();
+        let app = path_app(parts, state).await?;
         let token = bearer(&parts.headers).ok_or_else(|| {
             ApiError::new(
                 StatusCode::UNAUTHORIZED,

@@ -219,10 +219,21 @@ impl Runtime {
 
     /// An admin JSON call.
     pub async fn admin(&self, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        self.api(ADMIN_KEY, method, path, body).await
+    }
+
+    /// A JSON call with a bearer (an admin key or an end user's JWT).
+    pub async fn api(
+        &self,
+        bearer: &str,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
         let mut req = self
             .http
             .request(method, format!("{}{path}", self.url))
-            .bearer_auth(ADMIN_KEY);
+            .bearer_auth(bearer);
         if let Some(b) = body {
             req = req.json(&b);
         }
@@ -377,4 +388,33 @@ pub fn files_containing(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
         }
     }
     hits
+}
+
+/// An end user's JWT for `sub`, signed HS256 with `secret`, expiring in
+/// `exp_in` seconds (negative: already expired).
+pub fn user_jwt(sub: &str, secret: &str, exp_in: i64) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &serde_json::json!({"sub": sub, "iat": now, "exp": now + exp_in}),
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap()
+}
+
+/// A browser for the connect flow: follows no redirects, so each hop can be
+/// checked.
+pub fn browser() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// The query of a URL as a map.
+pub fn query(url: &url::Url) -> std::collections::HashMap<String, String> {
+    url.query_pairs().into_owned().collect()
 }

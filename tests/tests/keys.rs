@@ -8,13 +8,13 @@
     clippy::indexing_slicing
 )]
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use e2e_tests::oauth::{FAKE_CLIENT_ID, FAKE_CLIENT_SECRET, FakeProvider};
 use e2e_tests::{
-    ADMIN_KEY, APP, MASTER_KEY, Options, Reply, Runtime, Upstream, files_containing, runtime_bin,
+    ADMIN_KEY, APP, MASTER_KEY, Options, Reply, Runtime, Upstream, browser, files_containing,
+    query, runtime_bin, user_jwt,
 };
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -28,20 +28,11 @@ const DONE: &str = "http://127.0.0.1:9/done";
 /// How long re-encryption may take to be logged after `keys rotate`.
 const REKEY_TIMEOUT: Duration = Duration::from_secs(15);
 
+/// Options serving with `--master-key-file` and no `RUNTIME_MASTER_KEY`.
 fn jwt(sub: &str) -> String {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    jsonwebtoken::encode(
-        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-        &json!({"sub": sub, "iat": now, "exp": now + 3600}),
-        &jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes()),
-    )
-    .unwrap()
+    user_jwt(sub, JWT_SECRET, 3600)
 }
 
-/// Options serving with `--master-key-file` and no `RUNTIME_MASTER_KEY`.
 fn with_key_file(path: &Path) -> Options {
     let mut options = Options::default();
     options
@@ -99,36 +90,6 @@ fn status_ids(path: &Path) -> Vec<String> {
         .collect()
 }
 
-fn browser() -> reqwest::Client {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap()
-}
-
-async fn api(
-    rt: &Runtime,
-    bearer: &str,
-    method: Method,
-    path: &str,
-    body: Option<Value>,
-) -> (u16, Value) {
-    let mut req = rt
-        .http
-        .request(method, format!("{}{path}", rt.url))
-        .bearer_auth(bearer);
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    let r = req.send().await.unwrap();
-    let status = r.status().as_u16();
-    let text = r.text().await.unwrap();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
-}
-
 /// Sets up every kind of sealed value: the app's JWT secret, an API key
 /// (github) and an OAuth client secret (fake).
 async fn configure(rt: &Runtime, upstream: &Upstream, fake: &FakeProvider) {
@@ -180,14 +141,14 @@ async fn configure(rt: &Runtime, upstream: &Upstream, fake: &FakeProvider) {
 /// Connects `user` to the fake through the browser flow (the token exchange
 /// needs the unsealed client secret); returns the connection id.
 async fn connect(rt: &Runtime, user: &str) -> String {
-    let (s, start) = api(
-        rt,
-        &jwt(user),
-        Method::POST,
-        &format!("/v1/{APP}/integrations/connect"),
-        Some(json!({"toolkit": "fake", "redirectUrl": DONE})),
-    )
-    .await;
+    let (s, start) = rt
+        .api(
+            &jwt(user),
+            Method::POST,
+            &format!("/v1/{APP}/integrations/connect"),
+            Some(json!({"toolkit": "fake", "redirectUrl": DONE})),
+        )
+        .await;
     assert_eq!(s, 200, "{start}");
     let browser = browser();
     let r = browser
@@ -200,20 +161,20 @@ async fn connect(rt: &Runtime, user: &str) -> String {
     let r = browser.get(&callback).send().await.unwrap();
     assert_eq!(r.status(), 303, "{}", rt.output());
     let location = url::Url::parse(r.headers()["location"].to_str().unwrap()).unwrap();
-    let back: HashMap<String, String> = location.query_pairs().into_owned().collect();
+    let back = query(&location);
     assert_eq!(back["status"], "connected", "{back:?}\n{}", rt.output());
     back["connectionId"].clone()
 }
 
 async fn execute(rt: &Runtime, bearer: &str, tool: &str, params: Value) -> Value {
-    let (s, b) = api(
-        rt,
-        bearer,
-        Method::POST,
-        &format!("/v1/{APP}/integrations/execute"),
-        Some(json!({"toolName": tool, "params": params})),
-    )
-    .await;
+    let (s, b) = rt
+        .api(
+            bearer,
+            Method::POST,
+            &format!("/v1/{APP}/integrations/execute"),
+            Some(json!({"toolName": tool, "params": params})),
+        )
+        .await;
     assert_eq!(s, 200, "{b}");
     b
 }

@@ -7,11 +7,10 @@
     clippy::indexing_slicing
 )]
 
-use std::collections::HashMap;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use e2e_tests::oauth::{FAKE_CLIENT_ID, FAKE_CLIENT_SECRET, FakeProvider, TokenMode};
-use e2e_tests::{APP, Options, Runtime, files_containing, guest};
+use e2e_tests::{APP, Options, Runtime, browser, files_containing, guest, query, user_jwt};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -26,19 +25,6 @@ struct World {
     dir: tempfile::TempDir,
     /// A browser: follows no redirects, so each hop is seen.
     browser: reqwest::Client,
-}
-
-fn user_jwt(sub: &str, secret: &str, exp_in: i64) -> String {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
-    jsonwebtoken::encode(
-        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-        &json!({"sub": sub, "iat": now, "exp": now + exp_in}),
-        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
-    )
-    .unwrap()
 }
 
 fn jwt(sub: &str) -> String {
@@ -114,10 +100,7 @@ impl World {
             .await;
         assert_eq!(s, 200, "{b}");
         assert!(!b.to_string().contains(FAKE_CLIENT_SECRET));
-        let browser = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap();
+        let browser = browser();
         World {
             rt,
             fake,
@@ -140,21 +123,7 @@ impl World {
         path: &str,
         body: Option<Value>,
     ) -> (u16, Value) {
-        let mut req = self
-            .rt
-            .http
-            .request(method, format!("{}{path}", self.rt.url))
-            .bearer_auth(bearer);
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let r = req.send().await.unwrap();
-        let status = r.status().as_u16();
-        let text = r.text().await.unwrap();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
+        self.rt.api(bearer, method, path, body).await
     }
 
     async fn connect(&self, bearer: &str, body: Value) -> Value {
@@ -227,10 +196,6 @@ impl World {
         assert_eq!(s, 200, "{b}");
         b["connections"].as_array().unwrap().clone()
     }
-}
-
-fn query(url: &url::Url) -> HashMap<String, String> {
-    url.query_pairs().into_owned().collect()
 }
 
 #[tokio::test]

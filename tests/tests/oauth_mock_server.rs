@@ -8,13 +8,12 @@
     clippy::indexing_slicing
 )]
 
-use std::collections::HashMap;
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use e2e_tests::oauth::MockOAuthServer;
-use e2e_tests::{APP, Options, Reply, Runtime, Upstream, files_containing};
+use e2e_tests::{
+    APP, Options, Reply, Runtime, Upstream, browser, files_containing, query, user_jwt,
+};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -26,68 +25,31 @@ const DONE: &str = "http://127.0.0.1:9/done";
 const CLIENT_SECRET: &str = "mock-client-secret-CANARY-5a5a5a5a";
 
 fn jwt(sub: &str) -> String {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    jsonwebtoken::encode(
-        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-        &json!({"sub": sub, "iat": now, "exp": now + 3600}),
-        &jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes()),
-    )
-    .unwrap()
-}
-
-fn query(url: &url::Url) -> HashMap<String, String> {
-    url.query_pairs().into_owned().collect()
-}
-
-/// A bearer API call (admin key or user JWT).
-async fn api(
-    rt: &Runtime,
-    bearer: &str,
-    method: Method,
-    path: &str,
-    body: Option<Value>,
-) -> (u16, Value) {
-    let mut req = rt
-        .http
-        .request(method, format!("{}{path}", rt.url))
-        .bearer_auth(bearer);
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    let r = req.send().await.unwrap();
-    let status = r.status().as_u16();
-    let text = r.text().await.unwrap();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
+    user_jwt(sub, JWT_SECRET, 3600)
 }
 
 async fn connections(rt: &Runtime, bearer: &str) -> Vec<Value> {
-    let (s, b) = api(
-        rt,
-        bearer,
-        Method::GET,
-        &format!("/v1/{APP}/integrations/connections"),
-        None,
-    )
-    .await;
+    let (s, b) = rt
+        .api(
+            bearer,
+            Method::GET,
+            &format!("/v1/{APP}/integrations/connections"),
+            None,
+        )
+        .await;
     assert_eq!(s, 200, "{b}");
     b["connections"].as_array().unwrap().clone()
 }
 
 async fn execute(rt: &Runtime, bearer: &str, tool: &str, params: Value) -> Value {
-    let (s, b) = api(
-        rt,
-        bearer,
-        Method::POST,
-        &format!("/v1/{APP}/integrations/execute"),
-        Some(json!({"toolName": tool, "params": params})),
-    )
-    .await;
+    let (s, b) = rt
+        .api(
+            bearer,
+            Method::POST,
+            &format!("/v1/{APP}/integrations/execute"),
+            Some(json!({"toolName": tool, "params": params})),
+        )
+        .await;
     assert_eq!(s, 200, "{b}");
     b
 }
@@ -113,10 +75,7 @@ async fn the_connect_flow_works_against_an_independent_oauth_server() {
     .await;
     let dir = tempfile::tempdir().unwrap();
     let rt = Runtime::start(dir.path(), Options::default()).await;
-    let browser = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
+    let browser = browser();
 
     let (s, b) = rt
         .admin(
@@ -174,14 +133,14 @@ async fn the_connect_flow_works_against_an_independent_oauth_server() {
 
     // The app starts a connection for alice.
     let alice = jwt("alice");
-    let (s, start) = api(
-        &rt,
-        &alice,
-        Method::POST,
-        &format!("/v1/{APP}/integrations/connect"),
-        Some(json!({"toolkit": "mock", "redirectUrl": DONE})),
-    )
-    .await;
+    let (s, start) = rt
+        .api(
+            &alice,
+            Method::POST,
+            &format!("/v1/{APP}/integrations/connect"),
+            Some(json!({"toolkit": "mock", "redirectUrl": DONE})),
+        )
+        .await;
     assert_eq!(s, 200, "{start}");
     let auth_url = start["authUrl"].as_str().unwrap();
     assert!(auth_url.starts_with(&mock.authorize_url()), "{auth_url}");
@@ -306,14 +265,14 @@ async fn the_connect_flow_works_against_an_independent_oauth_server() {
     assert!(!logs.to_string().contains(&token));
 
     // Disconnecting revokes at the mock and removes the connection.
-    let (s, b) = api(
-        &rt,
-        &alice,
-        Method::DELETE,
-        &format!("/v1/{APP}/integrations/connections/{connection_id}"),
-        None,
-    )
-    .await;
+    let (s, b) = rt
+        .api(
+            &alice,
+            Method::DELETE,
+            &format!("/v1/{APP}/integrations/connections/{connection_id}"),
+            None,
+        )
+        .await;
     assert_eq!(s, 200, "{b}");
     assert_eq!(b["deleted"], connection_id.as_str());
     assert_eq!(b["revokedUpstream"], true, "{b}\n{}", rt.output());
