@@ -4,7 +4,11 @@
 #      wasmtime instantiate + call measured in the same run;
 #  (b) requests/s and latency of `runtime serve` on /fn/dev/hello against
 #      `wasmtime serve -S cli` (wasmtime-cli 48) serving the same component,
-#      same load generator (wrk), same concurrency, alternating runs.
+#      same load generator (wrk), same concurrency, alternating runs;
+#  (c) the token broker against a local fake provider: token-endpoint calls
+#      for 100 concurrent executes on an expired token (must be 1), and the
+#      p50/p99 of an execute through the broker against a direct HTTP call
+#      to the same local API, measured in the same run.
 # Everything listens on 127.0.0.1 only. Tunables: DURATION (s), CONNS, THREADS, ROUNDS.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,6 +27,9 @@ HELLO=target/wasm32-wasip2/release/hello.wasm
 
 echo "==> (a) in-process"
 cargo bench -p runtime --bench invoke --locked --quiet
+
+echo "==> (c) token broker"
+cargo bench -p runtime --bench broker --locked --quiet
 
 echo "==> (b) preparing: release runtime, wasmtime-cli 48, wrk"
 cargo build --release -p runtime --locked --quiet
