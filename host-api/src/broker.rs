@@ -10,7 +10,7 @@
 //! map the answer, write an audit record.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use rand::RngCore;
@@ -218,6 +218,28 @@ pub struct Broker {
     pub(crate) jwt: crate::jwt::JwtVerifier,
     /// Tool-call rate limits per app and per end user.
     limits: RwLock<Arc<crate::ratelimit::RateLimits>>,
+    /// Audit records not yet in the store: written in batches by a
+    /// periodic task (started on first use), so a tool call costs a push,
+    /// not a store insert.
+    audit_batch: Arc<Mutex<Vec<AuditRecord>>>,
+    audit_writer: std::sync::OnceLock<()>,
+}
+
+/// How often buffered audit records are written.
+const AUDIT_INTERVAL: std::time::Duration = std::time::Duration::from_millis(50);
+/// Buffered records at which the calling task writes the batch itself.
+const AUDIT_BATCH: usize = 4096;
+
+async fn write_audit(store: &dyn Store, batch: &Mutex<Vec<AuditRecord>>) {
+    let records = match batch.lock() {
+        Ok(mut b) => std::mem::take(&mut *b),
+        Err(p) => std::mem::take(&mut *p.into_inner()),
+    };
+    for r in &records {
+        if let Err(e) = store.append_audit(r).await {
+            tracing::error!(error = %e, log_id = %r.log_id, "could not write audit record");
+        }
+    }
 }
 
 /// Milliseconds since the Unix epoch.
@@ -304,6 +326,8 @@ impl Broker {
             token_http: TokenHttp::new(client.clone(), policy),
             jwt: crate::jwt::JwtVerifier::new(client.clone(), policy),
             limits: RwLock::new(Arc::default()),
+            audit_batch: Arc::default(),
+            audit_writer: std::sync::OnceLock::new(),
             client,
             node_id: format!("node_{}", hex::encode(node)),
             refresh: RefreshState::default(),
@@ -316,6 +340,50 @@ impl Broker {
         if let Ok(mut u) = self.public_url.write() {
             *u = url;
         }
+    }
+
+    /// Buffers an audit record; the writer task stores it within
+    /// [`AUDIT_INTERVAL`], or this call does when the buffer is full.
+    async fn record_audit(&self, record: AuditRecord) {
+        self.audit_writer.get_or_init(|| {
+            let store = self.store.clone();
+            let batch = Arc::downgrade(&self.audit_batch);
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(AUDIT_INTERVAL);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    // The broker is gone: nothing more will come.
+                    let Some(batch) = batch.upgrade() else { break };
+                    write_audit(store.as_ref(), &batch).await;
+                }
+            });
+        });
+        let full = match self.audit_batch.lock() {
+            Ok(mut b) => {
+                b.push(record);
+                b.len() >= AUDIT_BATCH
+            }
+            Err(p) => {
+                p.into_inner().push(record);
+                true
+            }
+        };
+        if full {
+            write_audit(self.store.as_ref(), &self.audit_batch).await;
+        }
+    }
+
+    /// Writes buffered audit records now (at shutdown).
+    pub async fn flush_audit(&self) {
+        write_audit(self.store.as_ref(), &self.audit_batch).await;
+    }
+
+    /// The newest audit records of an app, including every call that has
+    /// returned before this one was made.
+    pub async fn audit_log(&self, app: &str, limit: usize) -> Result<Vec<AuditRecord>, StoreError> {
+        write_audit(self.store.as_ref(), &self.audit_batch).await;
+        self.store.list_audit(app, limit).await
     }
 
     /// Sets the tool-call rate limits (unlimited until called).
@@ -486,10 +554,8 @@ impl Broker {
             duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
             at_ms: now_ms(),
         };
-        if let Err(e) = self.store.append_audit(&record).await {
-            tracing::error!(error = %e, "could not write audit record");
-        }
         tracing::info!(log_id = %record.log_id, outcome = %record.outcome, connection = ?record.connection, duration_ms = record.duration_ms, "tool call");
+        self.record_audit(record).await;
         Outcome { result, log_id }
     }
 

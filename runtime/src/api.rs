@@ -739,6 +739,6 @@ pub async fn logs(
 ) -> Result<Json<Value>, ApiError> {
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
     Ok(Json(
-        json!({ "logs": state.store.list_audit(&app, limit).await? }),
+        json!({ "logs": state.broker.audit_log(&app, limit).await? }),
     ))
 }

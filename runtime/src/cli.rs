@@ -392,6 +392,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let _ = tokio::signal::ctrl_c().await;
         tracing::info!("shutting down");
     };
+    let broker = started.state.broker.clone();
     crate::server::serve(listener, started.state, shutdown).await?;
+    broker.flush_audit().await;
     Ok(())
 }
