@@ -116,7 +116,7 @@ pub enum KeysCommand {
 /// Which key file the key verbs act on.
 #[derive(Debug, clap::Args)]
 pub struct KeyFileArgs {
-    /// Master key file. Default: dev mode's <data-dir>/master.key.
+    /// Master key file. Default: dev mode's DATA_DIR/master.key.
     #[arg(long, env = "RUNTIME_MASTER_KEY_FILE")]
     pub master_key_file: Option<PathBuf>,
     /// Data directory (for the dev-mode key file).
@@ -148,8 +148,8 @@ pub struct ServeArgs {
     #[arg(long)]
     pub allow_insecure_upstreams: bool,
     /// Public base URL of this server, as browsers reach it; the OAuth
-    /// redirect URI registered with providers is `<public-url>/v1/integrations/callback`.
-    /// Default: http://<listen address>.
+    /// redirect URI registered with providers is PUBLIC_URL/v1/integrations/callback.
+    /// Default: http://LISTEN_ADDRESS.
     #[arg(long, env = "RUNTIME_PUBLIC_URL")]
     pub public_url: Option<url::Url>,
     /// Refresh OAuth connections whose tokens are older than this many

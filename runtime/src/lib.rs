@@ -6,8 +6,9 @@
 //! (wasmtime `Engine`, linker, artifacts, per-invocation state), [`invoke`]
 //! (running a function within its limits), [`keys`] (master key rotation),
 //! [`logs`] (function output as attributed log lines), [`registry`] (deployed
-//! functions), [`api`] (management endpoints), [`server`] (router and
-//! `serve(listener, shutdown)`), [`apps`] (admin keys), [`dev`] (dev mode).
+//! functions), [`scheduler`] (cron triggers), [`api`] (management endpoints),
+//! [`server`] (router and `serve(listener, shutdown)`), [`apps`] (admin keys),
+//! [`dev`] (dev mode).
 
 pub mod api;
 pub mod apps;
@@ -19,4 +20,5 @@ pub mod invoke;
 pub mod keys;
 pub mod logs;
 pub mod registry;
+pub mod scheduler;
 pub mod server;
