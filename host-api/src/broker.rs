@@ -64,6 +64,9 @@ pub struct Invocation {
     pub grants: Option<Grants>,
     /// Whether the function's manifest allows `as-user`.
     pub allow_as_user: bool,
+    /// The end user whose connections calls use when the caller is not an
+    /// end user (cron runs with `runAs: {"user": ...}`).
+    pub run_as: Option<String>,
 }
 
 /// A tool visible to an invocation.
@@ -573,10 +576,12 @@ impl Broker {
                 "tool name is longer than {MAX_NAME_LEN} bytes"
             )));
         }
-        let caller_user = as_user.or(match &inv.principal {
-            Principal::User(u) => Some(u.as_str()),
-            _ => None,
-        });
+        let caller_user = as_user
+            .or(match &inv.principal {
+                Principal::User(u) => Some(u.as_str()),
+                _ => None,
+            })
+            .or(inv.run_as.as_deref());
         let limits = match self.limits.read() {
             Ok(l) => l.clone(),
             Err(p) => p.into_inner().clone(),

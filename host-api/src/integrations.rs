@@ -36,12 +36,18 @@ pub struct UserHandle {
     user_id: String,
 }
 
+/// Most tool calls recorded per invocation for run history; later calls
+/// still run, only their record is dropped.
+pub const MAX_RECORDED_CALLS: usize = 256;
+
 /// Per-invocation state of the interface.
 #[derive(Debug)]
 pub struct IntegrationsCtx {
     broker: Arc<Broker>,
     invocation: Arc<Invocation>,
     live_users: usize,
+    /// `TOOL_NAME: outcome (logId)` of each call made, for run history.
+    calls: Vec<String>,
 }
 
 impl IntegrationsCtx {
@@ -51,7 +57,13 @@ impl IntegrationsCtx {
             broker,
             invocation,
             live_users: 0,
+            calls: Vec::new(),
         }
+    }
+
+    /// The calls this invocation made, as `TOOL: outcome (logId)`.
+    pub fn calls(&self) -> &[String] {
+        &self.calls
     }
 }
 
@@ -111,6 +123,16 @@ impl IntegrationsView<'_> {
             .broker
             .execute(&self.ctx.invocation, tool, params, as_user, None)
             .await;
+        if self.ctx.calls.len() < MAX_RECORDED_CALLS {
+            let kind = match &outcome.result {
+                Ok(_) => "ok",
+                Err(e) => e.kind(),
+            };
+            let name: String = tool.chars().take(MAX_NAME_LEN).collect();
+            self.ctx
+                .calls
+                .push(format!("{name}: {kind} ({})", outcome.log_id));
+        }
         let value = outcome.result?;
         serde_json::to_string(&value)
             .map_err(|e| wit::Error::Unavailable(format!("result encoding: {e}")))

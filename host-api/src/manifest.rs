@@ -8,9 +8,18 @@
 //!   "http": { "enabled": true },
 //!   "grants": { "toolkits": ["slack"], "tools": ["GITHUB_CREATE_ISSUE"] },
 //!   "allowAsUser": false,
+//!   "cron": [{ "schedule": "0 17 * * MON-FRI", "timezone": "Europe/Paris", "payload": {"channel": "#team-updates"} }],
+//!   "runAs": "shared",
+//!   "retries": 3,
 //!   "limits": { "timeoutMs": 30000, "memoryMb": 128, "maxConcurrency": 64 }
 //! }
 //! ```
+//!
+//! A cron run calls the function's ordinary `wasi:http` handler with
+//! `POST /` and the trigger's payload as a JSON body; the host sets
+//! `x-runtime-trigger` (`cron`, `manual`, `catch_up`), `x-runtime-run-id`,
+//! `x-runtime-scheduled-for` (RFC 3339) and `x-runtime-principal: cron`, and
+//! no outside caller can set them.
 
 use serde::{Deserialize, Serialize};
 
@@ -42,9 +51,63 @@ pub struct Manifest {
     /// invocations even then).
     #[serde(default)]
     pub allow_as_user: bool,
+    /// Cron triggers (checked at deploy: expression, time zone).
+    #[serde(default)]
+    pub cron: Vec<CronSpec>,
+    /// Whose connections cron runs use.
+    #[serde(default)]
+    pub run_as: RunAs,
+    /// Retries of a failed cron run, with exponential back-off.
+    #[serde(default)]
+    pub retries: Option<u32>,
     /// Resource limits.
     #[serde(default)]
     pub limits: Limits,
+}
+
+/// Most cron triggers one function may have.
+pub const MAX_CRON_TRIGGERS: usize = 16;
+/// Most retries of a failed cron run.
+pub const MAX_RETRIES: u32 = 10;
+/// Default retries of a failed cron run.
+pub const DEFAULT_RETRIES: u32 = 3;
+
+/// One cron trigger.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CronSpec {
+    /// Cron expression: 5 fields (minute hour day month weekday), or 6/7
+    /// with seconds (and year).
+    pub schedule: String,
+    /// IANA time zone the expression is read in.
+    #[serde(default = "utc")]
+    pub timezone: String,
+    /// JSON sent as the request body of each run.
+    #[serde(default)]
+    pub payload: Option<serde_json::Value>,
+    /// Path the run's `POST` goes to below the function (default `/`), so
+    /// one function can serve several schedules on its own routes.
+    #[serde(default = "root")]
+    pub path: String,
+}
+
+fn root() -> String {
+    "/".into()
+}
+
+fn utc() -> String {
+    "UTC".into()
+}
+
+/// Whose connections a cron run uses.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub enum RunAs {
+    /// The app's shared connections (and, with `allowAsUser`, `as-user`).
+    #[default]
+    Shared,
+    /// This end user's connections.
+    User(String),
 }
 
 /// The HTTP trigger of a function.
@@ -140,6 +203,31 @@ impl Manifest {
                 "limits.maxConcurrency must be between 1 and {MAX_CONCURRENCY}, got {c}"
             ));
         }
+        if self.cron.len() > MAX_CRON_TRIGGERS {
+            return Err(format!(
+                "cron: at most {MAX_CRON_TRIGGERS} triggers per function"
+            ));
+        }
+        for (i, c) in self.cron.iter().enumerate() {
+            let ok = c.path.starts_with('/')
+                && c.path.len() <= 1024
+                && c.path.bytes().all(|b| b.is_ascii_graphic() && b != b'#');
+            if !ok {
+                return Err(format!(
+                    "cron[{i}].path must be a path starting with `/` (no spaces, no fragment), like \"/daily-digest\""
+                ));
+            }
+        }
+        if let Some(r) = self.retries
+            && r > MAX_RETRIES
+        {
+            return Err(format!("retries must be at most {MAX_RETRIES}, got {r}"));
+        }
+        if let RunAs::User(u) = &self.run_as
+            && (u.is_empty() || u.len() > 256)
+        {
+            return Err("runAs.user must be 1 to 256 bytes".into());
+        }
         Ok(())
     }
 }
@@ -156,6 +244,20 @@ mod tests {
         assert!(!m.grants.allows("github", "GITHUB_CREATE_ISSUE"));
         assert_eq!(m.limits.timeout_ms(), DEFAULT_TIMEOUT_MS);
         assert_eq!(m.limits.memory_bytes(), 128 * 1024 * 1024);
+    }
+
+    #[test]
+    fn cron_triggers_and_run_as_parse() {
+        let m: Manifest = serde_json::from_str(
+            r#"{"cron": [{"schedule": "0 17 * * *", "payload": {"a": 1}}], "runAs": {"user": "u1"}, "retries": 2}"#,
+        )
+        .unwrap();
+        assert_eq!(m.cron[0].timezone, "UTC");
+        assert_eq!(m.run_as, RunAs::User("u1".into()));
+        m.validate().unwrap();
+        let m: Manifest = serde_json::from_str(r#"{"runAs": "shared", "retries": 99}"#).unwrap();
+        assert!(m.validate().unwrap_err().contains("retries"));
+        assert!(serde_json::from_str::<Manifest>(r#"{"cron": [{"expr": "x"}]}"#).is_err());
     }
 
     #[test]

@@ -84,6 +84,12 @@ pub struct JwtSettings {
     pub audience: Option<String>,
 }
 
+/// Versions kept per function (the current one included). Enough to roll
+/// back through a day of busy redeploys; older ones are pruned so a function
+/// redeployed on every save (`--watch`) does not fill the disk with
+/// artifacts.
+pub const MAX_VERSIONS: usize = 20;
+
 /// A deployed function version.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -304,6 +310,9 @@ pub struct AuditRecord {
     pub at_ms: u64,
 }
 
+/// Run records kept per scheduled job; older ones are dropped.
+pub const MAX_RUNS_PER_JOB: usize = 1000;
+
 /// Storage backend. Implementations must make a write durable before its
 /// future resolves.
 #[async_trait]
@@ -328,10 +337,25 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     ) -> Result<Option<FunctionRecord>, StoreError>;
     /// Current versions of all functions, optionally of one app.
     async fn list_functions(&self, app: Option<&str>) -> Result<Vec<FunctionRecord>, StoreError>;
-    /// Makes `record` the current version.
+    /// Makes `record` the current version, and keeps it among the
+    /// function's versions (pruning the oldest beyond [`MAX_VERSIONS`]).
     async fn put_function(&self, record: &FunctionRecord) -> Result<(), StoreError>;
-    /// Removes a function; false if it did not exist.
+    /// Removes a function and all its kept versions; false if it did not
+    /// exist.
     async fn delete_function(&self, app: &str, name: &str) -> Result<bool, StoreError>;
+    /// The kept versions of a function, newest first.
+    async fn list_function_versions(
+        &self,
+        app: &str,
+        name: &str,
+    ) -> Result<Vec<FunctionRecord>, StoreError>;
+    /// One kept version of a function.
+    async fn get_function_version(
+        &self,
+        app: &str,
+        name: &str,
+        version: u64,
+    ) -> Result<Option<FunctionRecord>, StoreError>;
 
     /// An app's configuration of a toolkit.
     async fn get_toolkit(
@@ -400,6 +424,23 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Gives a lease back (only if `holder` still holds it).
     async fn release_lease(&self, connection: &str, holder: &str) -> Result<(), StoreError>;
 
+    /// Appends a scheduled run's record (JSON) to a job's history, keeping
+    /// the newest [`MAX_RUNS_PER_JOB`].
+    async fn append_run(
+        &self,
+        job: &str,
+        at_ms: u64,
+        run_id: &str,
+        record: &serde_json::Value,
+    ) -> Result<(), StoreError>;
+    /// The newest run records of every job whose id starts with `prefix`,
+    /// newest first.
+    async fn list_runs(
+        &self,
+        prefix: &str,
+        limit: usize,
+    ) -> Result<Vec<serde_json::Value>, StoreError>;
+
     /// Appends to the audit trail.
     async fn append_audit(&self, record: &AuditRecord) -> Result<(), StoreError>;
     /// The newest audit records of an app, newest first.
@@ -413,6 +454,9 @@ pub struct SledStore {
     meta: sled::Tree,
     apps: sled::Tree,
     functions: sled::Tree,
+    /// Every kept version: (app, name, version big-endian) -> record, so a
+    /// prefix scan lists a function's versions in order.
+    function_versions: sled::Tree,
     toolkits: sled::Tree,
     connectors: sled::Tree,
     connections: sled::Tree,
@@ -421,6 +465,7 @@ pub struct SledStore {
     connection_owners: sled::Tree,
     flows: sled::Tree,
     leases: sled::Tree,
+    runs: sled::Tree,
     audit: sled::Tree,
 }
 
@@ -434,6 +479,19 @@ fn key(app: &str, name: &str) -> Vec<u8> {
 
 fn prefix(app: &str) -> Vec<u8> {
     key(app, "")
+}
+
+/// Key prefix of a function's versions.
+fn versions_prefix(app: &str, name: &str) -> Vec<u8> {
+    let mut k = key(app, name);
+    k.push(0);
+    k
+}
+
+fn version_key(app: &str, name: &str, version: u64) -> Vec<u8> {
+    let mut k = versions_prefix(app, name);
+    k.extend_from_slice(&version.to_be_bytes());
+    k
 }
 
 /// Key prefix of the owner index for (app, toolkit, owner).
@@ -469,16 +527,33 @@ impl SledStore {
     /// Opens (or creates) the store under `dir`.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         let db = sled::Config::new().path(dir.join("store.sled")).open()?;
+        let functions = db.open_tree("functions")?;
+        let function_versions = db.open_tree("function_versions")?;
+        // Stores written before versions were kept: the current version of
+        // each function becomes its first kept version.
+        for item in functions.iter() {
+            let (_, bytes) = item?;
+            // An undecodable record is reported when it is loaded.
+            let Ok(f) = decode::<FunctionRecord>("function", &bytes) else {
+                continue;
+            };
+            let k = version_key(&f.app, &f.name, f.version);
+            if !function_versions.contains_key(&k)? {
+                function_versions.insert(k, bytes)?;
+            }
+        }
         Ok(Self {
             meta: db.open_tree("meta")?,
             apps: db.open_tree("apps")?,
-            functions: db.open_tree("functions")?,
+            functions,
+            function_versions,
             toolkits: db.open_tree("toolkits")?,
             connectors: db.open_tree("connectors")?,
             connections: db.open_tree("connections")?,
             connection_owners: db.open_tree("connection_owners")?,
             flows: db.open_tree("flows")?,
             leases: db.open_tree("leases")?,
+            runs: db.open_tree("runs")?,
             audit: db.open_tree("audit")?,
             db,
         })
@@ -541,15 +616,69 @@ impl Store for SledStore {
     }
 
     async fn put_function(&self, record: &FunctionRecord) -> Result<(), StoreError> {
+        let bytes = encode("function", record)?;
+        // The version first: a crash between the writes leaves an extra
+        // kept version, never a current one that is not kept.
+        self.function_versions.insert(
+            version_key(&record.app, &record.name, record.version),
+            bytes.clone(),
+        )?;
+        let kept: Vec<sled::IVec> = self
+            .function_versions
+            .scan_prefix(versions_prefix(&record.app, &record.name))
+            .keys()
+            .collect::<Result<_, _>>()?;
+        let own = version_key(&record.app, &record.name, record.version);
+        // Oldest first; the version being made current is never pruned.
+        let excess = kept.len().saturating_sub(MAX_VERSIONS);
+        for k in kept
+            .iter()
+            .filter(|k| k.as_ref() != own.as_slice())
+            .take(excess)
+        {
+            self.function_versions.remove(k)?;
+        }
         self.functions
-            .insert(key(&record.app, &record.name), encode("function", record)?)?;
+            .insert(key(&record.app, &record.name), bytes)?;
         self.flush().await
     }
 
     async fn delete_function(&self, app: &str, name: &str) -> Result<bool, StoreError> {
         let existed = self.functions.remove(key(app, name))?.is_some();
+        let versions: Vec<sled::IVec> = self
+            .function_versions
+            .scan_prefix(versions_prefix(app, name))
+            .keys()
+            .collect::<Result<_, _>>()?;
+        for k in versions {
+            self.function_versions.remove(k)?;
+        }
         self.flush().await?;
         Ok(existed)
+    }
+
+    async fn list_function_versions(
+        &self,
+        app: &str,
+        name: &str,
+    ) -> Result<Vec<FunctionRecord>, StoreError> {
+        self.function_versions
+            .scan_prefix(versions_prefix(app, name))
+            .rev()
+            .map(|item| decode("function version", &item?.1))
+            .collect()
+    }
+
+    async fn get_function_version(
+        &self,
+        app: &str,
+        name: &str,
+        version: u64,
+    ) -> Result<Option<FunctionRecord>, StoreError> {
+        self.function_versions
+            .get(version_key(app, name, version))?
+            .map(|v| decode("function version", &v))
+            .transpose()
     }
 
     async fn get_toolkit(
@@ -777,6 +906,54 @@ impl Store for SledStore {
         Ok(())
     }
 
+    async fn append_run(
+        &self,
+        job: &str,
+        at_ms: u64,
+        run_id: &str,
+        record: &serde_json::Value,
+    ) -> Result<(), StoreError> {
+        let mut k = prefix(job);
+        k.extend_from_slice(&at_ms.to_be_bytes());
+        k.extend_from_slice(run_id.as_bytes());
+        self.runs.insert(k, encode("run record", record)?)?;
+        let p = prefix(job);
+        let count = self.runs.scan_prefix(&p).count();
+        if count > MAX_RUNS_PER_JOB {
+            let old: Vec<sled::IVec> = self
+                .runs
+                .scan_prefix(&p)
+                .keys()
+                .take(count - MAX_RUNS_PER_JOB)
+                .collect::<Result<_, _>>()?;
+            for k in old {
+                self.runs.remove(k)?;
+            }
+        }
+        self.flush().await
+    }
+
+    async fn list_runs(
+        &self,
+        prefix: &str,
+        limit: usize,
+    ) -> Result<Vec<serde_json::Value>, StoreError> {
+        let mut out: Vec<(Vec<u8>, serde_json::Value)> = Vec::new();
+        for item in self.runs.scan_prefix(prefix.as_bytes()) {
+            let (k, v) = item?;
+            // Order by time across jobs: the key's tail after the job id.
+            let at = k
+                .iter()
+                .position(|b| *b == 0)
+                .and_then(|i| k.get(i + 1..))
+                .unwrap_or_default()
+                .to_vec();
+            out.push((at, decode("run record", &v)?));
+        }
+        out.sort_by(|a, b| b.0.cmp(&a.0));
+        Ok(out.into_iter().take(limit).map(|(_, v)| v).collect())
+    }
+
     async fn append_audit(&self, record: &AuditRecord) -> Result<(), StoreError> {
         // Key: app, then time and id so a prefix scan in reverse is newest first.
         let mut k = prefix(&record.app);
@@ -826,5 +1003,104 @@ mod tests {
         assert_eq!(s.list_toolkits("a").await.unwrap().len(), 1);
         assert!(s.get_toolkit("ab", "github").await.unwrap().is_some());
         assert!(s.get_toolkit("b", "github").await.unwrap().is_none());
+    }
+
+    fn function(name: &str, version: u64) -> FunctionRecord {
+        FunctionRecord {
+            app: "a".into(),
+            name: name.into(),
+            version,
+            manifest: Manifest::default(),
+            component_sha256: format!("sha{version}"),
+            component_size: 1,
+            deployed_at: version,
+        }
+    }
+
+    #[tokio::test]
+    async fn versions_are_kept_newest_first_pruned_and_deleted_with_the_function() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStore::open(dir.path()).unwrap();
+        // A name that extends another must not share its versions.
+        s.put_function(&function("hello-x", 1)).await.unwrap();
+        for v in 1..=3 {
+            s.put_function(&function("hello", v)).await.unwrap();
+        }
+        let versions: Vec<u64> = s
+            .list_function_versions("a", "hello")
+            .await
+            .unwrap()
+            .iter()
+            .map(|f| f.version)
+            .collect();
+        assert_eq!(versions, [3, 2, 1]);
+        // Making an older version current again keeps the others.
+        s.put_function(&function("hello", 1)).await.unwrap();
+        assert_eq!(
+            s.get_function("a", "hello").await.unwrap().unwrap().version,
+            1
+        );
+        assert_eq!(
+            s.list_function_versions("a", "hello").await.unwrap().len(),
+            3
+        );
+        let v2 = s
+            .get_function_version("a", "hello", 2)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(v2.component_sha256, "sha2");
+
+        for v in 4..=(MAX_VERSIONS as u64 + 5) {
+            s.put_function(&function("hello", v)).await.unwrap();
+        }
+        let kept = s.list_function_versions("a", "hello").await.unwrap();
+        assert_eq!(kept.len(), MAX_VERSIONS);
+        assert_eq!(kept.first().unwrap().version, MAX_VERSIONS as u64 + 5);
+        assert!(
+            s.get_function_version("a", "hello", 5)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            s.get_function_version("a", "hello", 6)
+                .await
+                .unwrap()
+                .is_some()
+        );
+
+        assert!(s.delete_function("a", "hello").await.unwrap());
+        assert!(
+            s.list_function_versions("a", "hello")
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(
+            s.list_function_versions("a", "hello-x")
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
+    }
+
+    #[tokio::test]
+    async fn a_store_without_versions_keeps_its_current_functions_as_versions() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = SledStore::open(dir.path()).unwrap();
+            // As written before versions were kept: the current record only.
+            let f = function("hello", 4);
+            s.functions
+                .insert(key("a", "hello"), encode("function", &f).unwrap())
+                .unwrap();
+            s.flush().await.unwrap();
+        }
+        let s = SledStore::open(dir.path()).unwrap();
+        let kept = s.list_function_versions("a", "hello").await.unwrap();
+        assert_eq!(kept.len(), 1);
+        assert_eq!(kept.first().unwrap().version, 4);
     }
 }

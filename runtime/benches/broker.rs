@@ -151,6 +151,7 @@ fn invocation() -> Invocation {
         principal: Principal::User(USER.into()),
         grants: None,
         allow_as_user: false,
+        run_as: None,
     }
 }
 

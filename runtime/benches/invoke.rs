@@ -67,6 +67,7 @@ fn bare_store(engine: &Engine, broker: &Arc<Broker>) -> wasmtime::Store<HostStat
         principal: Principal::Anonymous,
         grants: None,
         allow_as_user: false,
+        run_as: None,
     };
     let output = FunctionOutput::pair(Arc::from("bench"), Arc::from("hello"));
     let state = HostState::new(

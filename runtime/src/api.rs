@@ -116,6 +116,10 @@ impl From<RegistryError> for ApiError {
             RegistryError::Internal(m) => {
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", m)
             }
+            RegistryError::NotFound(m) => ApiError::not_found(m),
+            RegistryError::Unavailable(m) => {
+                ApiError::new(StatusCode::CONFLICT, "version_unavailable", m)
+            }
         }
     }
 }
@@ -347,6 +351,7 @@ pub async fn deploy_named(
         .deploy(&app, &name, component, manifest)
         .await?;
     tracing::info!(app = %app, function = %name, version = record.version, "deployed");
+    state.cron.sync(&app, &name).await;
     Ok((StatusCode::OK, Json(function_json(&record))))
 }
 
@@ -365,6 +370,7 @@ pub async fn deploy(
         .registry
         .deploy(&app, &name, component, manifest)
         .await?;
+    state.cron.sync(&app, &name).await;
     Ok((StatusCode::OK, Json(function_json(&record))))
 }
 
@@ -395,12 +401,73 @@ pub async fn delete_function(
     Path((_, name)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     if state.registry.remove(&app, &name).await? {
+        state.cron.sync(&app, &name).await;
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::not_found(format!(
             "no function `{name}` in app `{app}`"
         )))
     }
+}
+
+/// `GET /v1/{appId}/functions/{name}/versions`: the kept versions, newest
+/// first, each marked `current` or not.
+pub async fn list_versions(
+    Admin { app, state }: Admin,
+    Path((_, name)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let current = state
+        .store
+        .get_function(&app, &name)
+        .await?
+        .ok_or_else(|| {
+            ApiError::not_found(format!(
+                "no function `{name}` in app `{app}`; list them with GET /v1/{app}/functions"
+            ))
+        })?;
+    let versions = state.store.list_function_versions(&app, &name).await?;
+    let versions: Vec<Value> = versions
+        .iter()
+        .map(|r| {
+            let mut v = function_json(r);
+            if let Value::Object(fields) = &mut v {
+                fields.insert("current".into(), json!(r.version == current.version));
+            }
+            v
+        })
+        .collect();
+    Ok(Json(json!({ "versions": versions })))
+}
+
+/// Body of `POST .../rollback`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RollbackBody {
+    /// The version to make current; default: the one before the current.
+    #[serde(default)]
+    version: Option<u64>,
+}
+
+/// `POST /v1/{appId}/functions/{name}/rollback` `{"version": N}` or empty:
+/// makes a kept version current again (default: the one before the current).
+pub async fn rollback(
+    Admin { app, state }: Admin,
+    Path((_, name)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let version = if body.iter().all(u8::is_ascii_whitespace) {
+        None
+    } else {
+        parse_json::<RollbackBody>(
+            "body (send {\"version\": N} or nothing for the previous version)",
+            &body,
+        )?
+        .version
+    };
+    let record = state.registry.rollback(&app, &name, version).await?;
+    state.cron.sync(&app, &name).await;
+    tracing::info!(app = %app, function = %name, version = record.version, "rolled back");
+    Ok(Json(function_json(&record)))
 }
 
 /// `POST /v1/{appId}/integrations/configure`
@@ -471,6 +538,7 @@ fn admin_invocation(app: &str) -> Invocation {
         principal: Principal::Admin,
         grants: None,
         allow_as_user: true,
+        run_as: None,
     }
 }
 
@@ -578,6 +646,7 @@ pub async fn execute(
                 principal: principal.clone(),
                 grants: None,
                 allow_as_user: false,
+                run_as: None,
             }
         }
         _ => admin_invocation(&app),
@@ -741,4 +810,45 @@ pub async fn logs(
     Ok(Json(
         json!({ "logs": state.broker.audit_log(&app, limit).await? }),
     ))
+}
+
+/// Query of the runs endpoint.
+#[derive(Debug, Deserialize)]
+pub struct RunsQuery {
+    limit: Option<usize>,
+}
+
+/// `GET /v1/{appId}/functions/{name}/runs?limit=`: cron run history,
+/// newest first (trigger, times, outcome, error, tool calls).
+pub async fn function_runs(
+    Admin { app, state }: Admin,
+    Path((_, name)): Path<(String, String)>,
+    Query(q): Query<RunsQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let limit = q.limit.unwrap_or(50).clamp(1, 1000);
+    let runs = state.cron.runs(&app, &name, limit).await.map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "store_error",
+            e.to_string(),
+        )
+    })?;
+    Ok(Json(json!({ "runs": runs })))
+}
+
+/// `POST /v1/{appId}/functions/{name}/run`: runs a cron function now.
+pub async fn run_function(
+    Admin { app, state }: Admin,
+    Path((_, name)): Path<(String, String)>,
+) -> Result<impl IntoResponse, ApiError> {
+    match state.cron.run_now(&app, &name).await {
+        Ok(run_id) => Ok((StatusCode::ACCEPTED, Json(json!({ "runId": run_id })))),
+        Err(crate::cron::CronError::NotFound(m)) => Err(ApiError::not_found(m)),
+        Err(crate::cron::CronError::Busy(m)) => Err(ApiError::new(StatusCode::CONFLICT, "busy", m)),
+        Err(crate::cron::CronError::Store(m)) => Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "store_error",
+            m,
+        )),
+    }
 }

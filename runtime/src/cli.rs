@@ -31,6 +31,7 @@ Examples:
   runtime deploy fn.wasm --name digest --manifest manifest.json --app myapp
   runtime functions list
   runtime functions rm hello
+  runtime functions rollback hello 2                   serve version 2 again (see `functions versions hello`)
   runtime keygen                                       a master key for RUNTIME_MASTER_KEY
   runtime keys rotate --master-key-file /etc/runtime/master.key";
 
@@ -70,7 +71,7 @@ pub enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
-    /// List or remove deployed functions.
+    /// List, remove or roll back deployed functions.
     #[command(subcommand)]
     Functions(FunctionsCommand),
     /// Rotate or inspect the master key file.
@@ -98,6 +99,26 @@ pub enum FunctionsCommand {
     Rm {
         /// Function name.
         name: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// List a function's kept versions, newest first.
+    #[command(after_help = "Example:\n  runtime functions versions hello")]
+    Versions {
+        /// Function name.
+        name: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Serve a kept version again (its compiled artifact is reused).
+    #[command(
+        after_help = "Examples:\n  runtime functions rollback hello      the version before the current one\n  runtime functions rollback hello 3    version 3"
+    )]
+    Rollback {
+        /// Function name.
+        name: String,
+        /// The version to serve; default: the one before the current.
+        version: Option<u64>,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -302,6 +323,77 @@ impl Cli {
                 println!("removed {name}");
                 Ok(())
             }
+            Command::Functions(FunctionsCommand::Versions { name, client: c }) => {
+                let (http, key) = client(&c)?;
+                let url = format!(
+                    "{}/v1/{}/functions/{}/versions",
+                    c.url.trim_end_matches('/'),
+                    c.app,
+                    name
+                );
+                let body = answer(http.get(url).bearer_auth(key.expose()).send().await?).await?;
+                println!(
+                    "{:>7}  {:<7}  {:<12} DEPLOYED",
+                    "VERSION", "CURRENT", "SHA256"
+                );
+                let versions = body
+                    .get("versions")
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .unwrap_or_default();
+                for v in &versions {
+                    let version = v.get("version").cloned().unwrap_or(Value::Null);
+                    let current = v.get("current").and_then(Value::as_bool) == Some(true);
+                    let sha: String = v
+                        .get("componentSha256")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .chars()
+                        .take(12)
+                        .collect();
+                    let deployed = v
+                        .get("deployedAt")
+                        .and_then(Value::as_i64)
+                        .and_then(|secs| chrono::DateTime::from_timestamp(secs, 0))
+                        .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+                        .unwrap_or_default();
+                    println!(
+                        "{:>7}  {:<7}  {:<12} {}",
+                        version,
+                        if current { "*" } else { "" },
+                        sha,
+                        deployed
+                    );
+                }
+                Ok(())
+            }
+            Command::Functions(FunctionsCommand::Rollback {
+                name,
+                version,
+                client: c,
+            }) => {
+                let (http, key) = client(&c)?;
+                let url = format!(
+                    "{}/v1/{}/functions/{}/rollback",
+                    c.url.trim_end_matches('/'),
+                    c.app,
+                    name
+                );
+                let mut request = http.post(url).bearer_auth(key.expose());
+                if let Some(v) = version {
+                    request = request.json(&serde_json::json!({ "version": v }));
+                }
+                let body = answer(request.send().await?).await?;
+                let field = |k: &str| body.get(k).cloned().unwrap_or(Value::Null);
+                println!(
+                    "{} is now at version {} -> {}{}",
+                    name,
+                    field("version"),
+                    c.url.trim_end_matches('/'),
+                    field("url").as_str().unwrap_or_default()
+                );
+                Ok(())
+            }
             Command::Keys(KeysCommand::Rotate(a)) => {
                 crate::keys::run_rotate(a.master_key_file.as_deref(), &a.data_dir)
             }
@@ -363,6 +455,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let started = config.start().await?;
     if config.dev && args.functions_dir.is_dir() {
         crate::dev::deploy_examples(&started.state.registry, "dev", &args.functions_dir).await?;
+        started.state.cron.sync_all().await;
     }
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

@@ -301,12 +301,19 @@ impl ServeConfig {
         }
 
         let invoker = Arc::new(Invoker::new(engine, broker.clone(), self.max_instances));
+        let cron = Arc::new(crate::cron::Cron::new(
+            store.clone(),
+            registry.clone(),
+            invoker.clone(),
+        ));
+        cron.sync_all().await;
         Ok(Started {
             state: Arc::new(AppState {
                 store,
                 broker,
                 registry,
                 invoker,
+                cron,
             }),
             new_keys,
         })

@@ -124,7 +124,23 @@ impl Invoker {
         principal: Principal,
         request: http::Request<Bytes>,
     ) -> Result<http::Response<Bytes>, InvokeError> {
-        let permits = self.permits(&f)?;
+        self.invoke(f, principal, None, request).await.0
+    }
+
+    /// Runs `f` for one request and also returns the tool calls it made
+    /// (`TOOL: outcome (logId)`). Cron runs come through here with
+    /// [`Principal::Cron`] and the manifest's `runAs` user.
+    pub async fn invoke(
+        &self,
+        f: Arc<LoadedFunction>,
+        principal: Principal,
+        run_as: Option<String>,
+        request: http::Request<Bytes>,
+    ) -> (Result<http::Response<Bytes>, InvokeError>, Vec<String>) {
+        let permits = match self.permits(&f) {
+            Ok(p) => p,
+            Err(e) => return (Err(e), Vec::new()),
+        };
         let limits = &f.record.manifest.limits;
         let deadline = Duration::from_millis(limits.timeout_ms());
         let invocation = Invocation {
@@ -133,6 +149,7 @@ impl Invoker {
             principal,
             grants: Some(f.record.manifest.grants.clone()),
             allow_as_user: f.record.manifest.allow_as_user,
+            run_as,
         };
         let state = HostState::new(
             IntegrationsCtx::new(self.broker.clone(), Arc::new(invocation)),
@@ -166,9 +183,17 @@ impl Invoker {
             let out = store.data_mut().http().new_response_outparam(sender)?;
             anyhow::Ok((req, out))
         })();
-        let (req, out) = setup.map_err(|e| {
-            InvokeError::Failed(format!("could not pass the request to the function: {e:#}"))
-        })?;
+        let (req, out) = match setup {
+            Ok(pair) => pair,
+            Err(e) => {
+                return (
+                    Err(InvokeError::Failed(format!(
+                        "could not pass the request to the function: {e:#}"
+                    ))),
+                    Vec::new(),
+                );
+            }
+        };
 
         // The guest call and the collection of its response run in this
         // task: no spawn, no cross-thread hand-off. The wall-clock timeout
@@ -216,9 +241,10 @@ impl Invoker {
         };
         let outcome = tokio::time::timeout(deadline, both).await;
         let memory_exhausted = store.data().limiter.memory_exhausted;
+        let calls = store.data().integrations.calls().to_vec();
         drop(store);
         drop(permits);
-        match outcome {
+        let result = match outcome {
             Err(_elapsed) => Err(InvokeError::Failed(format!(
                 "the function exceeded its time limit of {timeout_ms} ms (wall clock) and was stopped; raise limits.timeoutMs in its manifest if it needs longer"
             ))),
@@ -233,7 +259,8 @@ impl Invoker {
                     memory_mb,
                 )))
             }
-        }
+        };
+        (result, calls)
     }
 }
 

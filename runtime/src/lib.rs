@@ -6,7 +6,8 @@
 //! (wasmtime `Engine`, linker, artifacts, per-invocation state), [`invoke`]
 //! (running a function within its limits), [`keys`] (master key rotation),
 //! [`logs`] (function output as attributed log lines), [`registry`] (deployed
-//! functions), [`scheduler`] (cron triggers), [`api`] (management endpoints),
+//! functions), [`scheduler`] (cron schedules, retries, catch-up), [`cron`]
+//! (functions' cron triggers run through [`invoke`]), [`api`] (management endpoints),
 //! [`server`] (router and `serve(listener, shutdown)`), [`apps`] (admin keys),
 //! [`dev`] (dev mode).
 
@@ -14,6 +15,7 @@ pub mod api;
 pub mod apps;
 pub mod cli;
 pub mod config;
+pub mod cron;
 pub mod dev;
 pub mod engine;
 pub mod invoke;

@@ -1,5 +1,5 @@
 //! The deployed functions of this process: deploy, load at start, look up
-//! per request, remove.
+//! per request, roll back to a kept version, remove.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -51,6 +51,12 @@ pub enum RegistryError {
     /// Compilation could not run.
     #[error("internal error: {0}")]
     Internal(String),
+    /// No such function or version; the message says how to list them.
+    #[error("{0}")]
+    NotFound(String),
+    /// A kept version can no longer be loaded (its component is gone).
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 /// Functions by app, then by name (looked up by `&str`, no allocation).
@@ -62,6 +68,10 @@ pub struct Registry {
     engine: Arc<Engine>,
     store: Arc<dyn Store>,
     loaded: RwLock<Loaded>,
+    /// Serializes deploys, rollbacks and removals: version numbers are read
+    /// then written, and artifact collection must not race a deploy that is
+    /// about to reference the same component.
+    changes: tokio::sync::Mutex<()>,
 }
 
 impl Registry {
@@ -71,7 +81,19 @@ impl Registry {
             engine,
             store,
             loaded: RwLock::new(HashMap::new()),
+            changes: tokio::sync::Mutex::new(()),
         }
+    }
+
+    /// (app, name) of every loaded function.
+    pub fn names(&self) -> Vec<(String, String)> {
+        let Ok(loaded) = self.loaded.read() else {
+            return Vec::new();
+        };
+        loaded
+            .iter()
+            .flat_map(|(app, fns)| fns.keys().map(move |n| (app.clone(), n.clone())))
+            .collect()
     }
 
     /// Loads every stored function (artifacts are reused, not recompiled).
@@ -109,8 +131,9 @@ impl Registry {
         self.loaded.read().ok()?.get(app)?.get(name).cloned()
     }
 
-    /// Deploys `component` as `app/name`; a new version if it existed.
-    /// Deploying identical bytes and manifest again is a no-op.
+    /// Deploys `component` as `app/name`; a new version if it existed
+    /// (numbers only increase, also after a rollback). Deploying identical
+    /// bytes and manifest again is a no-op.
     pub async fn deploy(
         &self,
         app: &str,
@@ -122,6 +145,11 @@ impl Registry {
         manifest
             .validate()
             .map_err(|e| RegistryError::Invalid(format!("manifest: {e}")))?;
+        for (i, trigger) in manifest.cron.iter().enumerate() {
+            crate::cron::parse_trigger(trigger)
+                .map_err(|e| RegistryError::Invalid(format!("manifest: cron[{i}]: {e}")))?;
+        }
+        let _changes = self.changes.lock().await;
         let engine = self.engine.clone();
         let size = component.len() as u64;
         let (sha, pre) = tokio::task::spawn_blocking(move || engine.deploy(&component))
@@ -134,10 +162,17 @@ impl Registry {
         {
             return Ok(prev.clone());
         }
+        let versions = self.store.list_function_versions(app, name).await?;
+        let newest = versions
+            .iter()
+            .chain(&previous)
+            .map(|v| v.version)
+            .max()
+            .unwrap_or(0);
         let record = FunctionRecord {
             app: app.to_string(),
             name: name.to_string(),
-            version: previous.as_ref().map_or(1, |p| p.version + 1),
+            version: newest + 1,
             manifest,
             component_sha256: sha,
             component_size: size,
@@ -148,34 +183,126 @@ impl Registry {
         };
         self.store.put_function(&record).await?;
         self.insert(LoadedFunction::new(record.clone(), pre));
-        if let Some(prev) = previous {
-            self.collect_artifacts(&prev.component_sha256).await;
+        // Versions pruned beyond the store's limit may leave components
+        // nothing uses.
+        let kept = self.store.list_function_versions(app, name).await?;
+        let mut pruned: Vec<&str> = versions
+            .iter()
+            .filter(|v| kept.iter().all(|k| k.version != v.version))
+            .map(|v| v.component_sha256.as_str())
+            .collect();
+        pruned.sort_unstable();
+        pruned.dedup();
+        for sha in pruned {
+            self.collect_artifacts(sha).await;
         }
         Ok(record)
     }
 
+    /// Makes a kept version current again: `version`, or by default the
+    /// newest one older than the current. Its compiled artifact is loaded,
+    /// not rebuilt (it is recompiled from the kept component only if the
+    /// artifact is missing or was built by another engine).
+    pub async fn rollback(
+        &self,
+        app: &str,
+        name: &str,
+        version: Option<u64>,
+    ) -> Result<FunctionRecord, RegistryError> {
+        let _changes = self.changes.lock().await;
+        let current = self.store.get_function(app, name).await?.ok_or_else(|| {
+            RegistryError::NotFound(format!(
+                "no function `{name}` in app `{app}`; list them with `runtime functions list`"
+            ))
+        })?;
+        let versions = self.store.list_function_versions(app, name).await?;
+        let target = match version {
+            Some(v) => versions.iter().find(|r| r.version == v).ok_or_else(|| {
+                let kept: Vec<String> = versions.iter().map(|r| r.version.to_string()).collect();
+                RegistryError::NotFound(format!(
+                    "function `{name}` has no kept version {v} (kept: {}); list them with `runtime functions versions {name}`",
+                    kept.join(", ")
+                ))
+            })?,
+            None => versions
+                .iter()
+                .find(|r| r.version < current.version)
+                .ok_or_else(|| {
+                    RegistryError::Invalid(format!(
+                        "function `{name}` is at version {}, the oldest kept: there is no earlier version to roll back to; name a version to go forward (`runtime functions versions {name}` lists them)",
+                        current.version
+                    ))
+                })?,
+        };
+        if target.version == current.version {
+            return Ok(current);
+        }
+        let engine = self.engine.clone();
+        let sha = target.component_sha256.clone();
+        let pre = tokio::task::spawn_blocking(move || engine.load(&sha))
+            .await
+            .map_err(|e| RegistryError::Internal(e.to_string()))?
+            .map_err(|e| {
+                RegistryError::Unavailable(format!(
+                    "version {} of `{name}` cannot be loaded: neither its compiled artifact nor its kept component could be used ({e:#}); deploy that component again with `runtime deploy`",
+                    target.version
+                ))
+            })?;
+        self.store.put_function(target).await?;
+        self.insert(LoadedFunction::new(target.clone(), pre));
+        Ok(target.clone())
+    }
+
     /// Removes a function; false if it did not exist.
     pub async fn remove(&self, app: &str, name: &str) -> Result<bool, StoreError> {
+        let _changes = self.changes.lock().await;
         let record = self.store.get_function(app, name).await?;
+        let versions = self.store.list_function_versions(app, name).await?;
         let existed = self.store.delete_function(app, name).await?;
         if let Ok(mut map) = self.loaded.write()
             && let Some(functions) = map.get_mut(app)
         {
             functions.remove(name);
         }
-        if let Some(r) = record {
-            self.collect_artifacts(&r.component_sha256).await;
+        let mut shas: Vec<&str> = record
+            .iter()
+            .chain(&versions)
+            .map(|r| r.component_sha256.as_str())
+            .collect();
+        shas.sort_unstable();
+        shas.dedup();
+        for sha in shas {
+            self.collect_artifacts(sha).await;
         }
         Ok(existed)
     }
 
-    /// Deletes a component's files when no function uses it any more.
+    /// Deletes a component's files when no kept version of any function
+    /// uses it any more (so a rollback finds its artifact).
     async fn collect_artifacts(&self, sha: &str) {
-        match self.store.list_functions(None).await {
-            Ok(all) if all.iter().all(|f| f.component_sha256 != sha) => {
-                self.engine.remove_artifacts(sha)
+        match self.is_referenced(sha).await {
+            Ok(false) => self.engine.remove_artifacts(sha),
+            Ok(true) => {}
+            Err(e) => {
+                tracing::warn!(component = sha, error = %e, "artifacts kept: cannot tell whether they are used")
             }
-            _ => {}
         }
+    }
+
+    /// Whether a current or kept version of any function uses `sha`.
+    async fn is_referenced(&self, sha: &str) -> Result<bool, StoreError> {
+        for f in self.store.list_functions(None).await? {
+            if f.component_sha256 == sha
+                || self
+                    .store
+                    .list_function_versions(&f.app, &f.name)
+                    .await?
+                    .iter()
+                    .any(|v| v.component_sha256 == sha)
+            {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 }

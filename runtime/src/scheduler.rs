@@ -806,6 +806,7 @@ pub enum Outcome {
 
 /// One entry of a job's run history: an attempt, or a fire time skipped.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct RunRecord {
     /// Unique id (16 hex digits).
     pub run_id: String,

@@ -41,6 +41,8 @@ pub struct AppState {
     pub registry: Arc<Registry>,
     /// Runs functions.
     pub invoker: Arc<Invoker>,
+    /// Cron triggers.
+    pub cron: Arc<crate::cron::Cron>,
 }
 
 /// The router of the whole server.
@@ -80,6 +82,8 @@ pub fn router(state: Arc<AppState>) -> Router {
             get(api::get_settings).patch(api::patch_settings),
         )
         .route("/v1/{app}/integrations/connect", post(api::connect))
+        .route("/v1/{app}/functions/{name}/runs", get(api::function_runs))
+        .route("/v1/{app}/functions/{name}/run", post(api::run_function))
         .route(
             "/v1/{app}/integrations/connections",
             get(api::list_connections_of),
@@ -90,6 +94,11 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route(host_api::connections::CALLBACK_PATH, get(api::callback))
         .route("/v1/{app}/integrations/logs", get(api::logs))
+        .route(
+            "/v1/{app}/functions/{name}/versions",
+            get(api::list_versions),
+        )
+        .route("/v1/{app}/functions/{name}/rollback", post(api::rollback))
         .layer(DefaultBodyLimit::max(MAX_ADMIN_BODY));
     let triggers = Router::new()
         .route("/fn/{app}/{name}", any(trigger))
@@ -148,8 +157,17 @@ async fn trigger(
         principal = p;
         parts.headers.remove(http::header::AUTHORIZATION);
     }
-    parts.headers.remove(PRINCIPAL_HEADER);
-    parts.headers.remove(USER_HEADER);
+    // Every `x-runtime-*` header is the host's to set (principal, user, the
+    // cron trigger's run id...): none may come from outside.
+    let spoofed: Vec<http::HeaderName> = parts
+        .headers
+        .keys()
+        .filter(|k| k.as_str().starts_with("x-runtime-"))
+        .cloned()
+        .collect();
+    for k in spoofed {
+        parts.headers.remove(k);
+    }
     let who = match &principal {
         Principal::Admin => "admin",
         Principal::User(_) => "user",

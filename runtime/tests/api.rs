@@ -413,3 +413,173 @@ async fn settings_and_the_connect_flow_refuse_bad_input_with_the_fix() {
         .1;
     assert_eq!(pending["connections"][0]["state"], "pending", "{pending}");
 }
+
+/// A guest component built from source by `scripts/test.sh`.
+fn guest(name: &str) -> Vec<u8> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/wasm32-wasip2/release")
+        .join(format!("{name}.wasm"));
+    std::fs::read(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}; build the guests first: scripts/test.sh does it",
+            path.display()
+        )
+    })
+}
+
+/// `PUT /v1/app1/functions/{name}` with a component (multipart, by hand).
+async fn deploy(state: &Arc<AppState>, name: &str, component: Vec<u8>) -> (StatusCode, Value) {
+    let boundary = "router-test-boundary-5d1c9e";
+    let mut body = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"component\"; filename=\"c.wasm\"\r\nContent-Type: application/wasm\r\n\r\n"
+    )
+    .into_bytes();
+    body.extend(component);
+    body.extend(format!("\r\n--{boundary}--\r\n").into_bytes());
+    let req = Request::builder()
+        .method("PUT")
+        .uri(format!("/v1/app1/functions/{name}"))
+        .header("authorization", format!("Bearer {KEY}"))
+        .header(
+            "content-type",
+            format!("multipart/form-data; boundary={boundary}"),
+        )
+        .body(Body::from(body))
+        .unwrap();
+    let response = router(state.clone()).oneshot(req).await.unwrap();
+    let status = response.status();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+/// The text a function answers `GET /fn/app1/{name}` with.
+async fn answer_of(state: &Arc<AppState>, name: &str) -> String {
+    let req = Request::builder()
+        .uri(format!("/fn/app1/{name}"))
+        .body(Body::empty())
+        .unwrap();
+    let response = router(state.clone()).oneshot(req).await.unwrap();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+#[tokio::test]
+async fn versions_are_listed_and_rolled_back_with_errors_that_name_the_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = start(dir.path(), false).await;
+    let versions = "/v1/app1/functions/f/versions";
+    let rollback = "/v1/app1/functions/f/rollback";
+
+    let (status, body) = admin(&state, "GET", versions, None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    let (status, body) = admin(&state, "POST", rollback, None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    assert!(message(&body).contains("functions list"), "{body}");
+
+    let (status, body) = deploy(&state, "f", guest("hello")).await;
+    assert_eq!(
+        (status, body["version"].as_u64()),
+        (StatusCode::OK, Some(1)),
+        "{body}"
+    );
+    // Nothing before version 1.
+    let (status, body) = admin(&state, "POST", rollback, None).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(message(&body).contains("no earlier version"), "{body}");
+
+    let (_, body) = deploy(&state, "f", guest("plain_http")).await;
+    assert_eq!(body["version"], 2, "{body}");
+    assert!(answer_of(&state, "f").await.contains("plain wasi:http ok"));
+    let (status, body) = admin(&state, "GET", versions, None).await;
+    assert_eq!(status, StatusCode::OK);
+    let listed: Vec<(u64, bool)> = body["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| {
+            (
+                v["version"].as_u64().unwrap(),
+                v["current"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(listed, [(2, true), (1, false)], "{body}");
+
+    // Default: the version before the current.
+    let (status, body) = admin(&state, "POST", rollback, None).await;
+    assert_eq!(
+        (status, body["version"].as_u64()),
+        (StatusCode::OK, Some(1)),
+        "{body}"
+    );
+    assert!(answer_of(&state, "f").await.contains("Hello"));
+    let (_, body) = admin(&state, "GET", "/v1/app1/functions/f", None).await;
+    assert_eq!(body["version"], 1);
+
+    // Unknown versions and bodies say how to find the right one.
+    let (status, body) = admin(&state, "POST", rollback, Some(json!({"version": 9}))).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    assert!(message(&body).contains("kept: 2, 1"), "{body}");
+    assert!(
+        message(&body).contains("runtime functions versions f"),
+        "{body}"
+    );
+    let (status, body) = admin(&state, "POST", rollback, Some(json!({"versoin": 2}))).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(message(&body).contains("versoin"), "{body}");
+
+    // Numbers only increase: the next deploy after a rollback is version 3.
+    let (_, body) = deploy(&state, "f", guest("plain_http")).await;
+    assert_eq!(body["version"], 3, "{body}");
+
+    // A missing compiled artifact is rebuilt from the kept component; with
+    // both gone, the error says what to do.
+    let hello_sha = {
+        let (_, body) = admin(&state, "GET", versions, None).await;
+        body["versions"][2]["componentSha256"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let artifacts = dir.path().join("artifacts");
+    let files_of = |sha: &str| -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(&artifacts)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with(sha))
+            .collect()
+    };
+    assert!(
+        !files_of(&hello_sha).is_empty(),
+        "v1's artifact was collected"
+    );
+    for p in files_of(&hello_sha) {
+        if p.extension().is_some_and(|e| e == "cwasm") {
+            std::fs::remove_file(p).unwrap();
+        }
+    }
+    let (status, body) = admin(&state, "POST", rollback, Some(json!({"version": 1}))).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(answer_of(&state, "f").await.contains("Hello"));
+    let (status, _) = admin(&state, "POST", rollback, Some(json!({"version": 3}))).await;
+    assert_eq!(status, StatusCode::OK);
+    for p in files_of(&hello_sha) {
+        std::fs::remove_file(p).unwrap();
+    }
+    let (status, body) = admin(&state, "POST", rollback, Some(json!({"version": 1}))).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert!(message(&body).contains("runtime deploy"), "{body}");
+    // The failed rollback changed nothing.
+    assert!(answer_of(&state, "f").await.contains("plain wasi:http ok"));
+
+    // Removing the function removes its versions and their artifacts.
+    let (status, _) = admin(&state, "DELETE", "/v1/app1/functions/f", None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, _) = admin(&state, "GET", versions, None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let left = std::fs::read_dir(&artifacts).unwrap().count();
+    assert_eq!(left, 0, "artifacts left after removing every function");
+}

@@ -1,0 +1,358 @@
+//! Cron triggers of deployed functions: the [`Scheduler`] fed from the
+//! functions' manifests, run through the same invocation path as HTTP.
+//!
+//! Each trigger of a function is one job, `{app}/{name}#{index}`. A run
+//! calls the function's `wasi:http` handler with `POST /`, the trigger's
+//! payload as JSON, and headers naming the trigger, so any HTTP function
+//! can also be a cron function and no second export is needed. The
+//! principal is [`Principal::Cron`]; the manifest's `runAs` names the end
+//! user whose connections the run uses (default: the app's shared ones).
+//! Last fire times and run history live in the [`Store`], so a restart keeps
+//! the schedule and catches up once for a missed window.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use host_api::broker::Principal;
+use host_api::manifest::{DEFAULT_RETRIES, RunAs};
+use host_api::store::Store;
+
+use crate::invoke::Invoker;
+use crate::registry::Registry;
+use crate::scheduler::{
+    self, CronTrigger, JobSpec, RetryPolicy, RunContext, RunOutcome, RunRecord, Runner, Schedule,
+    ScheduleStore, Scheduler, SchedulerError, SystemClock,
+};
+
+/// How much of a failed run's answer is kept as its error.
+const MAX_ERROR_TEXT: usize = 1024;
+
+/// Parses a manifest's cron trigger; the error says how to fix it.
+pub fn parse_trigger(spec: &host_api::manifest::CronSpec) -> Result<Schedule, String> {
+    Schedule::parse(CronTrigger {
+        expression: spec.schedule.clone(),
+        timezone: spec.timezone.clone(),
+        payload: spec.payload.clone(),
+    })
+    .map_err(|e| e.to_string())
+}
+
+fn job_id(app: &str, name: &str, index: usize) -> String {
+    format!("{app}/{name}#{index}")
+}
+
+fn job_prefix(app: &str, name: &str) -> String {
+    format!("{app}/{name}#")
+}
+
+/// The trigger index of a job id.
+fn job_index(job: &str) -> usize {
+    job.rsplit_once('#')
+        .and_then(|(_, i)| i.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Splits a job id into app and function name.
+fn parse_job(job: &str) -> Option<(&str, &str)> {
+    let (function, _) = job.rsplit_once('#')?;
+    function.split_once('/')
+}
+
+/// Run history and last fire times in the runtime's store.
+#[derive(Debug)]
+struct StoreBackedSchedule {
+    store: Arc<dyn Store>,
+}
+
+fn backend(e: impl std::error::Error + Send + Sync + 'static) -> scheduler::StoreError {
+    scheduler::StoreError::Backend(Box::new(e))
+}
+
+#[async_trait]
+impl ScheduleStore for StoreBackedSchedule {
+    async fn last_fire(&self, job: &str) -> Result<Option<DateTime<Utc>>, scheduler::StoreError> {
+        let Some(bytes) = self
+            .store
+            .get_meta(&format!("cron-last-fire:{job}"))
+            .await
+            .map_err(backend)?
+        else {
+            return Ok(None);
+        };
+        let text = String::from_utf8_lossy(&bytes);
+        if text.is_empty() {
+            return Ok(None);
+        }
+        Ok(DateTime::parse_from_rfc3339(&text)
+            .ok()
+            .map(|t| t.with_timezone(&Utc)))
+    }
+
+    async fn set_last_fire(
+        &self,
+        job: &str,
+        at: DateTime<Utc>,
+    ) -> Result<(), scheduler::StoreError> {
+        self.store
+            .put_meta(&format!("cron-last-fire:{job}"), at.to_rfc3339().as_bytes())
+            .await
+            .map_err(backend)
+    }
+
+    async fn clear_last_fire(&self, job: &str) -> Result<(), scheduler::StoreError> {
+        self.store
+            .put_meta(&format!("cron-last-fire:{job}"), b"")
+            .await
+            .map_err(backend)
+    }
+
+    async fn append_run(&self, record: RunRecord) -> Result<(), scheduler::StoreError> {
+        let value = serde_json::to_value(&record).map_err(backend)?;
+        let at = u64::try_from(record.started_at.timestamp_millis()).unwrap_or(0);
+        self.store
+            .append_run(&record.job, at, &record.run_id, &value)
+            .await
+            .map_err(backend)
+    }
+
+    async fn recent_runs(
+        &self,
+        job: &str,
+        limit: usize,
+    ) -> Result<Vec<RunRecord>, scheduler::StoreError> {
+        let values = self.store.list_runs(job, limit).await.map_err(backend)?;
+        Ok(values
+            .into_iter()
+            .filter_map(|v| serde_json::from_value(v).ok())
+            .filter(|r: &RunRecord| r.job == job)
+            .collect())
+    }
+}
+
+/// Runs a job: finds the function and invokes it like an HTTP request.
+#[derive(Debug)]
+struct FunctionRunner {
+    registry: Arc<Registry>,
+    invoker: Arc<Invoker>,
+}
+
+fn truncate(text: &str) -> String {
+    text.chars().take(MAX_ERROR_TEXT).collect()
+}
+
+#[async_trait]
+impl Runner for FunctionRunner {
+    async fn run(&self, job: &str, ctx: RunContext) -> RunOutcome {
+        let Some((app, name)) = parse_job(job) else {
+            return RunOutcome::error(format!("malformed job id `{job}`"), Vec::new());
+        };
+        let Some(f) = self.registry.get(app, name) else {
+            return RunOutcome::error(
+                format!("function `{name}` is no longer deployed"),
+                Vec::new(),
+            );
+        };
+        let run_as = match &f.record.manifest.run_as {
+            RunAs::Shared => None,
+            RunAs::User(u) => Some(u.clone()),
+        };
+        let body = ctx
+            .payload
+            .as_ref()
+            .map(|p| p.to_string())
+            .unwrap_or_else(|| "{}".into());
+        let trigger = serde_json::to_value(ctx.trigger)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_else(|| "cron".into());
+        let path = f
+            .record
+            .manifest
+            .cron
+            .get(job_index(job))
+            .map_or("/", |c| c.path.as_str());
+        let request = http::Request::post(format!("http://localhost{path}"))
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .header(http::header::CONTENT_LENGTH, body.len())
+            .header("x-runtime-principal", "cron")
+            .header("x-runtime-trigger", trigger)
+            .header("x-runtime-run-id", ctx.run_id.as_str())
+            .header("x-runtime-scheduled-for", ctx.scheduled_for.to_rfc3339())
+            .header("x-runtime-attempt", ctx.attempt)
+            .body(Bytes::from(body));
+        let request = match request {
+            Ok(r) => r,
+            Err(e) => {
+                return RunOutcome::error(
+                    format!("could not build the run's request: {e}"),
+                    Vec::new(),
+                );
+            }
+        };
+        let (result, calls) = self
+            .invoker
+            .invoke(f, Principal::Cron, run_as, request)
+            .await;
+        let result = match result {
+            Ok(response) if response.status().is_success() => Ok(()),
+            Ok(response) => Err(format!(
+                "the function answered {}: {}",
+                response.status(),
+                truncate(&String::from_utf8_lossy(response.body()))
+            )),
+            Err(e) => Err(truncate(&e.to_string())),
+        };
+        RunOutcome {
+            result,
+            tool_calls: calls,
+        }
+    }
+}
+
+/// Why a manual run could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum CronError {
+    /// The function does not exist or has no cron trigger.
+    #[error("{0}")]
+    NotFound(String),
+    /// A run is in progress.
+    #[error("{0}")]
+    Busy(String),
+    /// Storage failed.
+    #[error("{0}")]
+    Store(String),
+}
+
+/// The cron side of the runtime.
+#[derive(Debug)]
+pub struct Cron {
+    scheduler: Scheduler,
+    registry: Arc<Registry>,
+}
+
+impl Cron {
+    /// Starts the scheduler (no jobs until [`Cron::sync_all`]).
+    pub fn new(store: Arc<dyn Store>, registry: Arc<Registry>, invoker: Arc<Invoker>) -> Self {
+        let scheduler = Scheduler::new(
+            Arc::new(StoreBackedSchedule { store }),
+            Arc::new(FunctionRunner {
+                registry: registry.clone(),
+                invoker,
+            }),
+            Arc::new(SystemClock),
+        );
+        Self {
+            scheduler,
+            registry,
+        }
+    }
+
+    /// Schedules every deployed function's triggers.
+    pub async fn sync_all(&self) {
+        for (app, name) in self.registry.names() {
+            self.sync(&app, &name).await;
+        }
+    }
+
+    /// Makes the jobs of one function match its current manifest (none if
+    /// it was removed).
+    pub async fn sync(&self, app: &str, name: &str) {
+        let prefix = job_prefix(app, name);
+        let function = self.registry.get(app, name);
+        let wanted = function
+            .as_ref()
+            .map_or(0, |f| f.record.manifest.cron.len());
+        for job in self.scheduler.jobs() {
+            let index = job
+                .strip_prefix(&prefix)
+                .and_then(|i| i.parse::<usize>().ok());
+            if index.is_some_and(|i| i >= wanted) {
+                let _ = self.scheduler.remove(&job).await;
+            }
+        }
+        let Some(f) = function else { return };
+        let manifest = &f.record.manifest;
+        let deadline = Duration::from_millis(manifest.limits.timeout_ms());
+        let retry = RetryPolicy {
+            max_retries: manifest.retries.unwrap_or(DEFAULT_RETRIES),
+            ..RetryPolicy::default()
+        };
+        for (i, spec) in manifest.cron.iter().enumerate() {
+            match parse_trigger(spec) {
+                Ok(schedule) => {
+                    let mut job = JobSpec::new(schedule, deadline);
+                    job.retry = retry;
+                    self.scheduler.upsert(&job_id(app, name, i), job).await;
+                }
+                // Checked at deploy; a stored manifest that no longer parses
+                // (a time zone removed from the database) is skipped.
+                Err(e) => {
+                    tracing::error!(app, function = name, trigger = i, error = %e, "cron trigger skipped")
+                }
+            }
+        }
+    }
+
+    /// Runs a function's first cron trigger now (development).
+    pub async fn run_now(&self, app: &str, name: &str) -> Result<String, CronError> {
+        let f = self
+            .registry
+            .get(app, name)
+            .ok_or_else(|| CronError::NotFound(format!("no function `{name}` in app `{app}`")))?;
+        if f.record.manifest.cron.is_empty() {
+            return Err(CronError::NotFound(format!(
+                "function `{name}` has no cron trigger: add \"cron\": [{{\"schedule\": \"0 9 * * *\"}}] to its manifest, or call it over HTTP"
+            )));
+        }
+        match self.scheduler.trigger_now(&job_id(app, name, 0)).await {
+            Ok(run_id) => Ok(run_id),
+            Err(SchedulerError::AlreadyRunning(_)) => Err(CronError::Busy(format!(
+                "function `{name}` is running for its schedule; try again when it finishes"
+            ))),
+            Err(SchedulerError::UnknownJob(_)) => Err(CronError::NotFound(format!(
+                "function `{name}` has no scheduled job yet"
+            ))),
+            Err(e) => Err(CronError::Store(e.to_string())),
+        }
+    }
+
+    /// A function's run history across its triggers, newest first.
+    pub async fn runs(
+        &self,
+        app: &str,
+        name: &str,
+        limit: usize,
+    ) -> Result<Vec<RunRecord>, CronError> {
+        let mut out = Vec::new();
+        for job in self.scheduler.jobs() {
+            if job.starts_with(&job_prefix(app, name)) {
+                out.extend(
+                    self.scheduler
+                        .recent_runs(&job, limit)
+                        .await
+                        .map_err(|e| CronError::Store(e.to_string()))?,
+                );
+            }
+        }
+        out.sort_by_key(|r| std::cmp::Reverse(r.started_at));
+        out.truncate(limit);
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn job_ids_round_trip() {
+        let id = job_id("app", "daily-digest", 2);
+        assert_eq!(parse_job(&id), Some(("app", "daily-digest")));
+        assert!(id.starts_with(&job_prefix("app", "daily-digest")));
+        assert!(!job_id("app", "daily-digest2", 0).starts_with(&job_prefix("app", "daily-digest")));
+    }
+}

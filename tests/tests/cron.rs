@@ -1,0 +1,162 @@
+//! End-to-end: cron triggers of deployed functions, run on schedule and on
+//! demand through the real binary, with their run history and tool calls.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::time::Duration;
+
+use e2e_tests::{APP, Options, Reply, Runtime, Upstream, guest};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+async fn runs(rt: &Runtime, name: &str) -> Vec<Value> {
+    let (s, b) = rt
+        .admin(
+            Method::GET,
+            &format!("/v1/{APP}/functions/{name}/runs"),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    b["runs"].as_array().unwrap().clone()
+}
+
+/// Polls the run history until `pred` holds (at most 10 s).
+async fn wait_for_runs(rt: &Runtime, name: &str, pred: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    for _ in 0..100 {
+        let list = runs(rt, name).await;
+        if pred(&list) {
+            return list;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!(
+        "runs of {name} never matched: {:?}\n{}",
+        runs(rt, name).await,
+        rt.output()
+    );
+}
+
+#[tokio::test]
+async fn cron_functions_run_on_schedule_and_on_demand_and_keep_their_history() {
+    let upstream = Upstream::start(Reply {
+        status: 200,
+        headers: vec![],
+        body: json!({"login": "octo"}),
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let rt = Runtime::start(dir.path(), Options::default()).await;
+    let (s, b) = rt
+        .admin(
+            Method::POST,
+            &format!("/v1/{APP}/integrations/configure"),
+            Some(json!({"toolkit": "github", "apiKey": "ghp_cron_test_token_0123", "apiBaseUrl": upstream.url})),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+
+    // Refused at deploy, with the fix in the message.
+    for (manifest, names) in [
+        (json!({"cron": [{"schedule": "61 * * * *"}]}), "cron[0]"),
+        (
+            json!({"cron": [{"schedule": "0 9 * * *", "timezone": "Mars/Olympus"}]}),
+            "Mars/Olympus",
+        ),
+        (json!({"cron": [{"schedule": "0 9 30 2 *"}]}), "never"),
+        (
+            json!({"cron": [{"schedule": "0 9 * * *", "path": "no-slash"}]}),
+            "path",
+        ),
+    ] {
+        let r = rt
+            .deploy("bad", guest("probe"), &manifest.to_string())
+            .await;
+        let s = r.status().as_u16();
+        let b: Value = r.json().await.unwrap();
+        assert_eq!(s, 400, "{manifest}: {b}");
+        assert!(b.to_string().contains(names), "{manifest}: {b}");
+    }
+
+    // A daily digest that only runs on its schedule (no HTTP route), asked
+    // to run now.
+    let digest = json!({
+        "http": {"enabled": false},
+        "grants": {"tools": ["GITHUB_GET_AUTHENTICATED_USER"]},
+        "cron": [{"schedule": "0 17 * * 1-5", "timezone": "Europe/Paris", "path": "/call",
+                  "payload": {"tool": "GITHUB_GET_AUTHENTICATED_USER", "params": {}}}]
+    });
+    rt.deploy_ok("digest", guest("probe"), &digest.to_string())
+        .await;
+    let (s, _) = rt.call(Method::POST, "digest/call", Some(json!({}))).await;
+    assert_eq!(s, 404, "HTTP is off for this function");
+    let (s, b) = rt
+        .admin(
+            Method::POST,
+            &format!("/v1/{APP}/functions/digest/run"),
+            None,
+        )
+        .await;
+    assert_eq!(s, 202, "{b}");
+    let run_id = b["runId"].as_str().unwrap().to_string();
+    let list = wait_for_runs(&rt, "digest", |r| !r.is_empty()).await;
+    let run = &list[0];
+    assert_eq!(run["runId"], run_id.as_str(), "{run}");
+    assert_eq!(run["outcome"], "ok", "{run}");
+    assert_eq!(run["trigger"], "manual");
+    let calls = run["toolCalls"].as_array().unwrap();
+    assert_eq!(calls.len(), 1, "{run}");
+    assert!(
+        calls[0]
+            .as_str()
+            .unwrap()
+            .starts_with("GITHUB_GET_AUTHENTICATED_USER: ok"),
+        "{run}"
+    );
+    assert_eq!(upstream.requests().len(), 1);
+    assert_eq!(upstream.requests()[0].uri, "/user");
+
+    // A function without a cron trigger cannot be run this way.
+    rt.deploy_ok("hello", guest("hello"), "{}").await;
+    let (s, b) = rt
+        .admin(
+            Method::POST,
+            &format!("/v1/{APP}/functions/hello/run"),
+            None,
+        )
+        .await;
+    assert_eq!(s, 404);
+    assert!(b.to_string().contains("no cron trigger"), "{b}");
+
+    // Every second: runs come by themselves, as `cron`, never overlapping.
+    let ticker = json!({"cron": [{"schedule": "* * * * * *", "path": "/ok"}], "retries": 0});
+    rt.deploy_ok("ticker", guest("probe"), &ticker.to_string())
+        .await;
+    let list = wait_for_runs(&rt, "ticker", |r| {
+        r.iter().filter(|x| x["outcome"] == "ok").count() >= 2
+    })
+    .await;
+    assert!(
+        list.iter()
+            .all(|r| r["trigger"] == "cron" || r["trigger"] == "catch_up"),
+        "{list:?}"
+    );
+
+    // A restart keeps the schedules and the history.
+    let before = runs(&rt, "digest").await.len();
+    rt.stop().await;
+    let rt = Runtime::start(dir.path(), Options::default()).await;
+    assert_eq!(runs(&rt, "digest").await.len(), before);
+    let seen = runs(&rt, "ticker").await.len();
+    wait_for_runs(&rt, "ticker", |r| r.len() > seen).await;
+
+    // Removing a function stops its schedule.
+    let (s, _) = rt
+        .admin(Method::DELETE, &format!("/v1/{APP}/functions/ticker"), None)
+        .await;
+    assert_eq!(s, 204);
+}
