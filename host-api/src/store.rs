@@ -433,6 +433,12 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         run_id: &str,
         record: &serde_json::Value,
     ) -> Result<(), StoreError>;
+    /// Appends several records (job, Unix ms, id, JSON) with one durable
+    /// write, keeping the newest [`MAX_RUNS_PER_JOB`] of each job.
+    async fn append_records(
+        &self,
+        records: &[(String, u64, String, serde_json::Value)],
+    ) -> Result<(), StoreError>;
     /// The newest run records of every job whose id starts with `prefix`,
     /// newest first.
     async fn list_runs(
@@ -913,21 +919,37 @@ impl Store for SledStore {
         run_id: &str,
         record: &serde_json::Value,
     ) -> Result<(), StoreError> {
-        let mut k = prefix(job);
-        k.extend_from_slice(&at_ms.to_be_bytes());
-        k.extend_from_slice(run_id.as_bytes());
-        self.runs.insert(k, encode("run record", record)?)?;
-        let p = prefix(job);
-        let count = self.runs.scan_prefix(&p).count();
-        if count > MAX_RUNS_PER_JOB {
-            let old: Vec<sled::IVec> = self
-                .runs
-                .scan_prefix(&p)
-                .keys()
-                .take(count - MAX_RUNS_PER_JOB)
-                .collect::<Result<_, _>>()?;
-            for k in old {
-                self.runs.remove(k)?;
+        self.append_records(&[(job.to_string(), at_ms, run_id.to_string(), record.clone())])
+            .await
+    }
+
+    async fn append_records(
+        &self,
+        records: &[(String, u64, String, serde_json::Value)],
+    ) -> Result<(), StoreError> {
+        let mut jobs: Vec<&str> = Vec::new();
+        for (job, at_ms, id, record) in records {
+            let mut k = prefix(job);
+            k.extend_from_slice(&at_ms.to_be_bytes());
+            k.extend_from_slice(id.as_bytes());
+            self.runs.insert(k, encode("run record", record)?)?;
+            if !jobs.contains(&job.as_str()) {
+                jobs.push(job);
+            }
+        }
+        for job in jobs {
+            let p = prefix(job);
+            let count = self.runs.scan_prefix(&p).count();
+            if count > MAX_RUNS_PER_JOB {
+                let old: Vec<sled::IVec> = self
+                    .runs
+                    .scan_prefix(&p)
+                    .keys()
+                    .take(count - MAX_RUNS_PER_JOB)
+                    .collect::<Result<_, _>>()?;
+                for k in old {
+                    self.runs.remove(k)?;
+                }
             }
         }
         self.flush().await

@@ -151,7 +151,7 @@ fn main() {
         let registry = Registry::new(engine.clone(), store.clone());
         registry.deploy("bench", "hello", component, Manifest::default()).await.unwrap();
         let f = registry.get("bench", "hello").unwrap();
-        let invoker = Invoker::new(engine.clone(), broker.clone(), 64);
+        let invoker = Invoker::new(engine.clone(), broker.clone(), 64, None);
 
         // The two variants alternate in rounds so that warm-up, slot reuse
         // and frequency changes affect both alike.

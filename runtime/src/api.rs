@@ -852,3 +852,16 @@ pub async fn run_function(
         )),
     }
 }
+
+/// `GET /v1/{appId}/functions/{name}/logs?limit=`: the newest invocations
+/// (HTTP and cron) with trigger, status, duration, tool calls and the lines
+/// the function printed.
+pub async fn function_logs(
+    Admin { app, state }: Admin,
+    Path((_, name)): Path<(String, String)>,
+    Query(q): Query<RunsQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let limit = q.limit.unwrap_or(20).clamp(1, 1000);
+    let list = state.invocations.list(&app, &name, limit).await?;
+    Ok(Json(json!({ "invocations": list })))
+}

@@ -31,6 +31,8 @@ Examples:
   runtime deploy fn.wasm --name digest --manifest manifest.json --app myapp
   runtime functions list
   runtime functions rm hello
+  runtime functions run daily-digest                   run a cron function now
+  runtime logs bug-report                              recent invocations and their output
   runtime functions rollback hello 2                   serve version 2 again (see `functions versions hello`)
   runtime keygen                                       a master key for RUNTIME_MASTER_KEY
   runtime keys rotate --master-key-file /etc/runtime/master.key";
@@ -71,7 +73,19 @@ pub enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
-    /// List, remove or roll back deployed functions.
+    /// A function's recent invocations (HTTP and cron): trigger, status,
+    /// duration, tool calls and what it printed.
+    #[command(after_help = "Example:\n  runtime logs bug-report --limit 5")]
+    Logs {
+        /// Function name.
+        name: String,
+        /// How many invocations, newest first.
+        #[arg(long, default_value_t = 10)]
+        limit: usize,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// List, remove, run or roll back deployed functions.
     #[command(subcommand)]
     Functions(FunctionsCommand),
     /// Rotate or inspect the master key file.
@@ -107,6 +121,25 @@ pub enum FunctionsCommand {
     Versions {
         /// Function name.
         name: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Run a cron function now (its first trigger) and wait for the outcome.
+    #[command(after_help = "Example:\n  runtime functions run daily-digest")]
+    Run {
+        /// Function name.
+        name: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// A cron function's run history: trigger, outcome, tool calls.
+    #[command(after_help = "Example:\n  runtime functions runs daily-digest --limit 20")]
+    Runs {
+        /// Function name.
+        name: String,
+        /// How many runs, newest first.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -394,6 +427,138 @@ impl Cli {
                 );
                 Ok(())
             }
+            Command::Functions(FunctionsCommand::Run { name, client: c }) => {
+                let (http, key) = client(&c)?;
+                let base = format!(
+                    "{}/v1/{}/functions/{}",
+                    c.url.trim_end_matches('/'),
+                    c.app,
+                    name
+                );
+                let body = answer(
+                    http.post(format!("{base}/run"))
+                        .bearer_auth(key.expose())
+                        .send()
+                        .await?,
+                )
+                .await?;
+                let run_id = body
+                    .get("runId")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string();
+                eprintln!("started run {run_id} of {name}; waiting for it to finish…");
+                // Runs last at most their deadline (300 s) plus retries' waits.
+                for _ in 0..1200 {
+                    let runs = answer(
+                        http.get(format!("{base}/runs?limit=20"))
+                            .bearer_auth(key.expose())
+                            .send()
+                            .await?,
+                    )
+                    .await?;
+                    let done = runs.get("runs").and_then(Value::as_array).and_then(|r| {
+                        r.iter()
+                            .find(|r| r.get("runId").and_then(Value::as_str) == Some(&run_id))
+                            .cloned()
+                    });
+                    if let Some(run) = done {
+                        print_run(&run);
+                        return Ok(());
+                    }
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                bail!("run {run_id} has not finished; see `runtime functions runs {name}`")
+            }
+            Command::Functions(FunctionsCommand::Runs {
+                name,
+                limit,
+                client: c,
+            }) => {
+                let (http, key) = client(&c)?;
+                let url = format!(
+                    "{}/v1/{}/functions/{}/runs?limit={limit}",
+                    c.url.trim_end_matches('/'),
+                    c.app,
+                    name
+                );
+                let body = answer(http.get(url).bearer_auth(key.expose()).send().await?).await?;
+                for run in body
+                    .get("runs")
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .unwrap_or_default()
+                {
+                    print_run(&run);
+                }
+                Ok(())
+            }
+            Command::Logs {
+                name,
+                limit,
+                client: c,
+            } => {
+                let (http, key) = client(&c)?;
+                let url = format!(
+                    "{}/v1/{}/functions/{}/logs?limit={limit}",
+                    c.url.trim_end_matches('/'),
+                    c.app,
+                    name
+                );
+                let body = answer(http.get(url).bearer_auth(key.expose()).send().await?).await?;
+                let list = body
+                    .get("invocations")
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .unwrap_or_default();
+                // Oldest first, like a log.
+                for inv in list.iter().rev() {
+                    let text = |k: &str| {
+                        inv.get(k)
+                            .and_then(Value::as_str)
+                            .unwrap_or_default()
+                            .to_string()
+                    };
+                    let status = inv
+                        .get("status")
+                        .and_then(Value::as_u64)
+                        .map_or_else(|| "error".to_string(), |s| s.to_string());
+                    let at = inv
+                        .get("startedAtMs")
+                        .and_then(Value::as_i64)
+                        .and_then(chrono::DateTime::from_timestamp_millis)
+                        .map(|t| t.to_rfc3339())
+                        .unwrap_or_default();
+                    println!(
+                        "{at} {:<8} {} {} -> {status} in {} ms ({})",
+                        text("trigger"),
+                        text("method"),
+                        text("path"),
+                        inv.get("durationMs").cloned().unwrap_or(Value::Null),
+                        text("principal"),
+                    );
+                    if let Some(e) = inv.get("error").and_then(Value::as_str) {
+                        println!("    error: {e}");
+                    }
+                    for call in inv
+                        .get("toolCalls")
+                        .and_then(Value::as_array)
+                        .cloned()
+                        .unwrap_or_default()
+                    {
+                        println!("    tool  {}", call.as_str().unwrap_or_default());
+                    }
+                    for line in inv
+                        .get("logLines")
+                        .and_then(Value::as_array)
+                        .cloned()
+                        .unwrap_or_default()
+                    {
+                        println!("    {}", line.as_str().unwrap_or_default());
+                    }
+                }
+                Ok(())
+            }
             Command::Keys(KeysCommand::Rotate(a)) => {
                 crate::keys::run_rotate(a.master_key_file.as_deref(), &a.data_dir)
             }
@@ -407,6 +572,36 @@ impl Cli {
                 Ok(())
             }
         }
+    }
+}
+
+/// One run record as a line, with its tool calls below.
+fn print_run(run: &Value) {
+    let text = |k: &str| {
+        run.get(k)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
+    println!(
+        "{} {:<8} {:<9} attempt {} (for {}){}",
+        text("startedAt"),
+        text("trigger"),
+        text("outcome"),
+        run.get("attempt").cloned().unwrap_or(Value::Null),
+        text("scheduledFor"),
+        run.get("error")
+            .and_then(Value::as_str)
+            .map(|e| format!(": {e}"))
+            .unwrap_or_default()
+    );
+    for call in run
+        .get("toolCalls")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default()
+    {
+        println!("    tool  {}", call.as_str().unwrap_or_default());
     }
 }
 
@@ -486,7 +681,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tracing::info!("shutting down");
     };
     let broker = started.state.broker.clone();
+    let invocations = started.state.invocations.clone();
     crate::server::serve(listener, started.state, shutdown).await?;
     broker.flush_audit().await;
+    invocations.flush().await;
     Ok(())
 }

@@ -300,7 +300,13 @@ impl ServeConfig {
             install_connectors(&broker, dir, &self.apps).await?;
         }
 
-        let invoker = Arc::new(Invoker::new(engine, broker.clone(), self.max_instances));
+        let invocations = Arc::new(crate::invocations::InvocationLog::new(store.clone()));
+        let invoker = Arc::new(Invoker::new(
+            engine,
+            broker.clone(),
+            self.max_instances,
+            Some(invocations.clone()),
+        ));
         let cron = Arc::new(crate::cron::Cron::new(
             store.clone(),
             registry.clone(),
@@ -314,6 +320,7 @@ impl ServeConfig {
                 registry,
                 invoker,
                 cron,
+                invocations,
             }),
             new_keys,
         })

@@ -17,6 +17,7 @@ use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 
 use crate::engine::{Engine, HostState};
+use crate::invocations::{InvocationLog, InvocationRecord};
 use crate::logs::FunctionOutput;
 
 /// Largest response body a function may return; it is buffered so a trap
@@ -78,6 +79,8 @@ pub enum InvokeError {
 pub struct Invoker {
     engine: Arc<Engine>,
     broker: Arc<Broker>,
+    /// Where each invocation is recorded (`runtime logs`), if anywhere.
+    log: Option<Arc<InvocationLog>>,
     /// Instances across all functions: the pooling allocator's capacity.
     global: Arc<Semaphore>,
 }
@@ -89,11 +92,17 @@ struct Permits {
 
 impl Invoker {
     /// An invoker allowing `max_instances` concurrent instances in all.
-    pub fn new(engine: Arc<Engine>, broker: Arc<Broker>, max_instances: u32) -> Self {
+    pub fn new(
+        engine: Arc<Engine>,
+        broker: Arc<Broker>,
+        max_instances: u32,
+        log: Option<Arc<InvocationLog>>,
+    ) -> Self {
         let n = usize::try_from(max_instances).unwrap_or(1);
         Self {
             engine,
             broker,
+            log,
             global: Arc::new(Semaphore::new(n)),
         }
     }
@@ -137,9 +146,65 @@ impl Invoker {
         run_as: Option<String>,
         request: http::Request<Bytes>,
     ) -> (Result<http::Response<Bytes>, InvokeError>, Vec<String>) {
+        let Some(log) = &self.log else {
+            let (result, calls, _) = self.run(f, principal, run_as, request).await;
+            return (result, calls);
+        };
+        let started = std::time::Instant::now();
+        let started_at_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(0));
+        let trigger = match principal {
+            Principal::Cron => request
+                .headers()
+                .get("x-runtime-trigger")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("cron")
+                .to_string(),
+            _ => "http".to_string(),
+        };
+        let who = match &principal {
+            Principal::Admin => "admin",
+            Principal::User(_) => "user",
+            Principal::Cron => "cron",
+            Principal::Anonymous => "anonymous",
+        };
+        let method = request.method().to_string();
+        let path: String = request.uri().path().chars().take(256).collect();
+        let (app, name) = (f.record.app.clone(), f.record.name.clone());
+        let (result, calls, lines) = self.run(f, principal, run_as, request).await;
+        let record = InvocationRecord {
+            id: InvocationRecord::new_id(),
+            trigger,
+            method,
+            path,
+            principal: who.to_string(),
+            status: result.as_ref().ok().map(|r| r.status().as_u16()),
+            error: result.as_ref().err().map(ToString::to_string),
+            started_at_ms,
+            duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            tool_calls: calls.clone(),
+            log_lines: lines,
+        };
+        log.record(&app, &name, record).await;
+        (result, calls)
+    }
+
+    /// One invocation: the answer, the tool calls made, the lines printed.
+    async fn run(
+        &self,
+        f: Arc<LoadedFunction>,
+        principal: Principal,
+        run_as: Option<String>,
+        request: http::Request<Bytes>,
+    ) -> (
+        Result<http::Response<Bytes>, InvokeError>,
+        Vec<String>,
+        Vec<String>,
+    ) {
         let permits = match self.permits(&f) {
             Ok(p) => p,
-            Err(e) => return (Err(e), Vec::new()),
+            Err(e) => return (Err(e), Vec::new(), Vec::new()),
         };
         let limits = &f.record.manifest.limits;
         let deadline = Duration::from_millis(limits.timeout_ms());
@@ -151,9 +216,11 @@ impl Invoker {
             allow_as_user: f.record.manifest.allow_as_user,
             run_as,
         };
+        let output = FunctionOutput::pair(f.app.clone(), f.name.clone());
+        let captured = output.0.captured();
         let state = HostState::new(
             IntegrationsCtx::new(self.broker.clone(), Arc::new(invocation)),
-            FunctionOutput::pair(f.app.clone(), f.name.clone()),
+            output,
             limits.memory_bytes(),
             deadline,
         );
@@ -190,6 +257,7 @@ impl Invoker {
                     Err(InvokeError::Failed(format!(
                         "could not pass the request to the function: {e:#}"
                     ))),
+                    Vec::new(),
                     Vec::new(),
                 );
             }
@@ -260,7 +328,9 @@ impl Invoker {
                 )))
             }
         };
-        (result, calls)
+        // The store (and its output streams) are gone: every line is in.
+        let lines = captured.lock().map(|l| l.clone()).unwrap_or_default();
+        (result, calls, lines)
     }
 }
 

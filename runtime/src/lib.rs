@@ -4,7 +4,8 @@
 //!
 //! Modules: [`cli`] (verbs), [`config`] (validated start-up), [`engine`]
 //! (wasmtime `Engine`, linker, artifacts, per-invocation state), [`invoke`]
-//! (running a function within its limits), [`keys`] (master key rotation),
+//! (running a function within its limits), [`invocations`] (the log of
+//! runs behind `runtime logs`), [`keys`] (master key rotation),
 //! [`logs`] (function output as attributed log lines), [`registry`] (deployed
 //! functions), [`scheduler`] (cron schedules, retries, catch-up), [`cron`]
 //! (functions' cron triggers run through [`invoke`]), [`api`] (management endpoints),
@@ -18,6 +19,7 @@ pub mod config;
 pub mod cron;
 pub mod dev;
 pub mod engine;
+pub mod invocations;
 pub mod invoke;
 pub mod keys;
 pub mod logs;

@@ -17,6 +17,12 @@ use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 const MAX_LINE: usize = 4 * 1024;
 /// Bytes of output one invocation may log in all.
 pub const MAX_OUTPUT_PER_INVOCATION: usize = 256 * 1024;
+/// Lines of an invocation kept for `runtime logs` (the rest still reach the
+/// host's log).
+pub const MAX_CAPTURED_LINES: usize = 200;
+
+/// The lines an invocation wrote, as `stdout: text` / `stderr: text`.
+pub type Captured = Arc<std::sync::Mutex<Vec<String>>>;
 
 /// Where a function's output goes: one per stream per invocation.
 #[derive(Debug, Clone)]
@@ -26,6 +32,8 @@ pub struct FunctionOutput {
     stream: &'static str,
     /// Bytes left for this invocation, shared by stdout and stderr.
     budget: Arc<AtomicUsize>,
+    /// Lines kept for the invocation's record.
+    captured: Captured,
 }
 
 impl FunctionOutput {
@@ -37,12 +45,18 @@ impl FunctionOutput {
             function,
             stream: "stdout",
             budget,
+            captured: Captured::default(),
         };
         let err = Self {
             stream: "stderr",
             ..out.clone()
         };
         (out, err)
+    }
+
+    /// The lines captured so far (shared by both streams).
+    pub fn captured(&self) -> Captured {
+        self.captured.clone()
     }
 }
 
@@ -75,7 +89,13 @@ impl LineWriter {
         }
         let text = String::from_utf8_lossy(&self.line);
         let t = &self.target;
-        tracing::info!(target: "function", app = %t.app, function = %t.function, stream = t.stream, "{}", text.trim_end_matches('\r'));
+        let text = text.trim_end_matches('\r');
+        tracing::info!(target: "function", app = %t.app, function = %t.function, stream = t.stream, "{}", text);
+        if let Ok(mut lines) = t.captured.lock()
+            && lines.len() < MAX_CAPTURED_LINES
+        {
+            lines.push(format!("{}: {text}", t.stream));
+        }
         self.line.clear();
     }
 

@@ -43,6 +43,8 @@ pub struct AppState {
     pub invoker: Arc<Invoker>,
     /// Cron triggers.
     pub cron: Arc<crate::cron::Cron>,
+    /// Every invocation's record (`runtime logs`).
+    pub invocations: Arc<crate::invocations::InvocationLog>,
 }
 
 /// The router of the whole server.
@@ -83,6 +85,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/v1/{app}/integrations/connect", post(api::connect))
         .route("/v1/{app}/functions/{name}/runs", get(api::function_runs))
+        .route("/v1/{app}/functions/{name}/logs", get(api::function_logs))
         .route("/v1/{app}/functions/{name}/run", post(api::run_function))
         .route(
             "/v1/{app}/integrations/connections",

@@ -41,6 +41,25 @@ async fn wait_for_runs(rt: &Runtime, name: &str, pred: impl Fn(&[Value]) -> bool
     );
 }
 
+/// Runs the CLI against `rt` without blocking the test's runtime (which
+/// serves the upstream the functions call).
+async fn cli(rt: &Runtime, args: &[&str]) -> String {
+    let out = tokio::process::Command::new(e2e_tests::runtime_bin())
+        .args(args)
+        .env("RUNTIME_URL", &rt.url)
+        .env("RUNTIME_APP", APP)
+        .env("RUNTIME_ADMIN_KEY", e2e_tests::ADMIN_KEY)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 #[tokio::test]
 async fn cron_functions_run_on_schedule_and_on_demand_and_keep_their_history() {
     let upstream = Upstream::start(Reply {
@@ -119,6 +138,35 @@ async fn cron_functions_run_on_schedule_and_on_demand_and_keep_their_history() {
     );
     assert_eq!(upstream.requests().len(), 1);
     assert_eq!(upstream.requests()[0].uri, "/user");
+
+    // The invocation log has the run too, with its trigger and path.
+    let (s, b) = rt
+        .admin(
+            Method::GET,
+            &format!("/v1/{APP}/functions/digest/logs"),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let inv = &b["invocations"][0];
+    assert_eq!(inv["trigger"], "manual", "{b}");
+    assert_eq!(inv["path"], "/call");
+    assert_eq!(inv["principal"], "cron");
+    assert_eq!(inv["status"], 200);
+
+    // The CLI: run now and wait, then the logs, with a panic's message.
+    let out = cli(&rt, &["functions", "run", "digest"]).await;
+    assert!(out.contains("manual") && out.contains(" ok "), "{out}");
+    assert!(out.contains("GITHUB_GET_AUTHENTICATED_USER: ok"), "{out}");
+    let probe = json!({"grants": {}});
+    rt.deploy_ok("noisy", guest("probe"), &probe.to_string())
+        .await;
+    let (s, _) = rt.call(Method::GET, "noisy/panic", None).await;
+    assert_eq!(s, 500);
+    let out = cli(&rt, &["logs", "noisy"]).await;
+    assert!(out.contains("http") && out.contains("/panic"), "{out}");
+    assert!(out.contains("probe panicked on purpose"), "{out}");
+    assert!(out.contains("error:"), "{out}");
 
     // A function without a cron trigger cannot be run this way.
     rt.deploy_ok("hello", guest("hello"), "{}").await;
