@@ -7,6 +7,7 @@
 //! reading the log writes the buffer first. The newest
 //! [`host_api::store::MAX_RUNS_PER_JOB`] records per function are kept.
 
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -16,8 +17,13 @@ use serde::{Deserialize, Serialize};
 
 /// How often buffered records are written.
 const FLUSH_INTERVAL: Duration = Duration::from_millis(200);
-/// Buffered records at which the recording task writes them itself.
-const MAX_BUFFERED: usize = 4096;
+/// Records of one function buffered between writes; under heavier traffic
+/// the oldest are dropped (only the newest are kept in the store anyway),
+/// so a busy function costs a bounded amount of writing.
+const MAX_BUFFERED_PER_FUNCTION: usize = 200;
+
+/// Buffered records by function key.
+type Pending = HashMap<String, VecDeque<InvocationRecord>>;
 
 /// One invocation of a function.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -65,11 +71,11 @@ fn key(app: &str, name: &str) -> String {
 #[derive(Debug)]
 pub struct InvocationLog {
     store: Arc<dyn Store>,
-    pending: Arc<Mutex<Vec<(String, InvocationRecord)>>>,
+    pending: Arc<Mutex<Pending>>,
     writer: std::sync::OnceLock<()>,
 }
 
-async fn write(store: &dyn Store, pending: &Mutex<Vec<(String, InvocationRecord)>>) {
+async fn write(store: &dyn Store, pending: &Mutex<Pending>) {
     let batch = match pending.lock() {
         Ok(mut p) => std::mem::take(&mut *p),
         Err(p) => std::mem::take(&mut *p.into_inner()),
@@ -79,6 +85,7 @@ async fn write(store: &dyn Store, pending: &Mutex<Vec<(String, InvocationRecord)
     }
     let records: Vec<(String, u64, String, serde_json::Value)> = batch
         .into_iter()
+        .flat_map(|(k, records)| records.into_iter().map(move |r| (k.clone(), r)))
         .filter_map(|(k, r)| {
             let v = serde_json::to_value(&r).ok()?;
             Some((k, r.started_at_ms, r.id, v))
@@ -100,7 +107,7 @@ impl InvocationLog {
     }
 
     /// Records one invocation of `app/name`.
-    pub async fn record(&self, app: &str, name: &str, record: InvocationRecord) {
+    pub fn record(&self, app: &str, name: &str, record: InvocationRecord) {
         self.writer.get_or_init(|| {
             let store = self.store.clone();
             let pending = Arc::downgrade(&self.pending);
@@ -116,15 +123,12 @@ impl InvocationLog {
                 }
             });
         });
-        let full = match self.pending.lock() {
-            Ok(mut p) => {
-                p.push((key(app, name), record));
-                p.len() >= MAX_BUFFERED
+        if let Ok(mut p) = self.pending.lock() {
+            let queue = p.entry(key(app, name)).or_default();
+            queue.push_back(record);
+            if queue.len() > MAX_BUFFERED_PER_FUNCTION {
+                queue.pop_front();
             }
-            Err(_) => true,
-        };
-        if full {
-            write(self.store.as_ref(), &self.pending).await;
         }
     }
 

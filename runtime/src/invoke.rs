@@ -186,7 +186,7 @@ impl Invoker {
             tool_calls: calls.clone(),
             log_lines: lines,
         };
-        log.record(&app, &name, record).await;
+        log.record(&app, &name, record);
         (result, calls)
     }
 
