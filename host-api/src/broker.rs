@@ -500,6 +500,19 @@ impl Broker {
         Ok(custom.tool(name).map(|(c, t)| (c.clone(), t.clone())))
     }
 
+    /// Whether `name` is a tool of the app (built-in or custom), with its
+    /// connector's slug.
+    pub async fn find_tool_info(
+        &self,
+        app: &str,
+        name: &str,
+    ) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .find_tool(app, name)
+            .await?
+            .map(|(c, _)| c.spec.slug.clone()))
+    }
+
     /// Finds a connector among the built-in and the app's custom ones.
     pub async fn find_connector(
         &self,

@@ -331,12 +331,44 @@ async fn read_deploy_form(
         )
     })?;
     let manifest: Manifest = match manifest {
-        Some(bytes) if !bytes.iter().all(u8::is_ascii_whitespace) => {
-            parse_json("manifest", &bytes)?
-        }
+        Some(bytes) if !bytes.iter().all(u8::is_ascii_whitespace) => parse_manifest(&bytes)?,
         _ => Manifest::default(),
     };
     Ok((name, component.to_vec(), manifest))
+}
+
+/// A manifest in JSON (starts with `{`) or TOML.
+fn parse_manifest(bytes: &[u8]) -> Result<Manifest, ApiError> {
+    let text = std::str::from_utf8(bytes)
+        .map_err(|_| ApiError::bad_request("manifest: not UTF-8 text"))?;
+    if text.trim_start().starts_with('{') {
+        return parse_json("manifest", bytes);
+    }
+    toml::from_str(text).map_err(|e| {
+        ApiError::bad_request(format!(
+            "manifest (read as TOML, since it does not start with `{{`): {e}"
+        ))
+    })
+}
+
+/// Refuses grants naming toolkits or tools that do not exist for the app, so
+/// a typo fails the deploy instead of every call.
+async fn check_grants(state: &AppState, app: &str, manifest: &Manifest) -> Result<(), ApiError> {
+    for toolkit in &manifest.grants.toolkits {
+        if state.broker.find_connector(app, toolkit).await?.is_none() {
+            return Err(ApiError::bad_request(format!(
+                "manifest: grants.toolkits names `{toolkit}`, which is not a connector of app `{app}`; GET /v1/{app}/integrations/available lists them"
+            )));
+        }
+    }
+    for tool in &manifest.grants.tools {
+        if state.broker.find_tool_info(app, tool).await?.is_none() {
+            return Err(ApiError::bad_request(format!(
+                "manifest: grants.tools names `{tool}`, which is not a tool of app `{app}`; GET /v1/{app}/integrations/tools lists them"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// `PUT /v1/{appId}/functions/{name}` (multipart: `component`, `manifest`).
@@ -346,6 +378,7 @@ pub async fn deploy_named(
     form: Multipart,
 ) -> Result<impl IntoResponse, ApiError> {
     let (_, component, manifest) = read_deploy_form(form).await?;
+    check_grants(&state, &app, &manifest).await?;
     let record = state
         .registry
         .deploy(&app, &name, component, manifest)
@@ -361,6 +394,7 @@ pub async fn deploy(
     form: Multipart,
 ) -> Result<impl IntoResponse, ApiError> {
     let (name, component, manifest) = read_deploy_form(form).await?;
+    check_grants(&state, &app, &manifest).await?;
     let name = name.ok_or_else(|| {
         ApiError::bad_request(
             "multipart field `name` is required (or PUT /v1/{appId}/functions/{name})",

@@ -194,6 +194,10 @@ pub struct ServeArgs {
     /// Folder of example functions deployed in dev mode.
     #[arg(long, default_value = "functions")]
     pub functions_dir: PathBuf,
+    /// With --dev: rebuild (`cargo build --release -p NAME` in the functions
+    /// folder) and redeploy an example whenever its files change.
+    #[arg(long, requires = "dev")]
+    pub watch: bool,
     /// Master key file (64 hex characters). Or set RUNTIME_MASTER_KEY.
     #[arg(long, env = "RUNTIME_MASTER_KEY_FILE")]
     pub master_key_file: Option<PathBuf>,
@@ -294,14 +298,17 @@ impl Cli {
                     c.app,
                     name
                 );
-                let body = answer(
-                    http.put(url)
-                        .bearer_auth(key.expose())
-                        .multipart(form)
-                        .send()
-                        .await?,
-                )
-                .await?;
+                let started = std::time::Instant::now();
+                let progress = tokio::spawn(show_progress(started));
+                let sent = http
+                    .put(url)
+                    .bearer_auth(key.expose())
+                    .multipart(form)
+                    .send()
+                    .await;
+                progress.abort();
+                let body = answer(sent?).await?;
+                eprintln!("done in {:.1} s", started.elapsed().as_secs_f64());
                 let field = |k: &str| body.get(k).cloned().unwrap_or(Value::Null);
                 println!(
                     "deployed {} version {} -> {}{}",
@@ -575,6 +582,26 @@ impl Cli {
     }
 }
 
+/// While a deploy uploads and compiles: a line on a terminal showing the
+/// time elapsed (compiling a large component takes a while).
+async fn show_progress(started: std::time::Instant) {
+    use std::io::{IsTerminal, Write};
+    if !std::io::stderr().is_terminal() {
+        return;
+    }
+    let frames = ['|', '/', '-', '\\'];
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    for i in 0usize.. {
+        tick.tick().await;
+        let frame = frames.get(i % frames.len()).copied().unwrap_or('.');
+        eprint!(
+            "\r{frame} uploading and compiling… {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+        let _ = std::io::stderr().flush();
+    }
+}
+
 /// One run record as a line, with its tool calls below.
 fn print_run(run: &Value) {
     let text = |k: &str| {
@@ -647,11 +674,26 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     {
         bail!("--public-url must be an absolute http(s) URL, e.g. https://runtime.example.com");
     }
+    if args.watch && !args.functions_dir.is_dir() {
+        bail!(
+            "--watch: no folder {} to watch; pass --functions-dir (the cargo workspace of the examples)",
+            args.functions_dir.display()
+        );
+    }
     let started = config.start().await?;
     if config.dev && args.functions_dir.is_dir() {
         crate::dev::deploy_examples(&started.state.registry, "dev", &args.functions_dir).await?;
         started.state.cron.sync_all().await;
     }
+    // Stops (with any build under way) when `serve` returns.
+    let _watcher = args.watch.then(|| {
+        crate::dev::watch(
+            started.state.registry.clone(),
+            started.state.cron.clone(),
+            "dev".to_string(),
+            args.functions_dir.clone(),
+        )
+    });
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;

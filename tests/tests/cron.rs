@@ -101,6 +101,36 @@ async fn cron_functions_run_on_schedule_and_on_demand_and_keep_their_history() {
         assert!(b.to_string().contains(names), "{manifest}: {b}");
     }
 
+    // Grants must name real toolkits and tools.
+    for manifest in [
+        json!({"grants": {"tools": ["GITHUB_DELETE_EVERYTHING"]}}),
+        json!({"grants": {"toolkits": ["nope"]}}),
+    ] {
+        let r = rt
+            .deploy("bad", guest("probe"), &manifest.to_string())
+            .await;
+        assert_eq!(r.status().as_u16(), 400, "{manifest}");
+        let b: Value = r.json().await.unwrap();
+        assert!(b.to_string().contains("grants."), "{b}");
+    }
+    // Manifests may be TOML.
+    let toml_manifest = r#"
+retries = 1
+
+[http]
+enabled = true
+
+[[cron]]
+schedule = "0 8 * * 1"
+timezone = "America/New_York"
+path = "/ok"
+"#;
+    let body = rt.deploy_ok("weekly", guest("probe"), toml_manifest).await;
+    assert_eq!(
+        body["manifest"]["cron"][0]["timezone"], "America/New_York",
+        "{body}"
+    );
+
     // A daily digest that only runs on its schedule (no HTTP route), asked
     // to run now.
     let digest = json!({
