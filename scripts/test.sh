@@ -21,6 +21,10 @@ results=$(mktemp)
 trap 'rm -f "$results"' EXIT
 cargo test --workspace --locked 2>&1 | tee "$results"
 
+echo "==> unit tests of the example functions (run natively)"
+host=$(rustc -vV | sed -n 's/^host: //p')
+(cd functions && cargo test --locked --target "$host") 2>&1 | tee -a "$results"
+
 echo "==> cargo fmt --check and cargo clippy"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked --quiet -- -D warnings

@@ -238,3 +238,65 @@ path = "/ok"
         .await;
     assert_eq!(s, 204);
 }
+
+#[tokio::test]
+async fn the_pr_digest_example_files_a_digest_of_open_pull_requests() {
+    let upstream = Upstream::start(Reply {
+        status: 200,
+        headers: vec![],
+        body: json!([
+            {"number": 7, "title": "Add export", "html_url": "https://github.com/acme/widgets/pull/7",
+             "created_at": "2026-01-02T10:00:00Z", "user": {"login": "dev1"}},
+            {"number": 9, "title": "Fix typo", "html_url": "https://github.com/acme/widgets/pull/9",
+             "created_at": "2026-01-05T10:00:00Z", "user": {"login": "dev2"}}
+        ]),
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let rt = Runtime::start(dir.path(), Options::default()).await;
+    let (s, b) = rt
+        .admin(
+            Method::POST,
+            &format!("/v1/{APP}/integrations/configure"),
+            Some(json!({"toolkit": "github", "apiKey": "ghp_digest_test_0123", "apiBaseUrl": upstream.url})),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let mut manifest: Value = serde_json::from_str(
+        &std::fs::read_to_string(e2e_tests::root().join("functions/pr-digest/manifest.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    manifest["cron"][0]["payload"]["repo"] = json!("acme/widgets");
+    rt.deploy_ok("pr-digest", guest("pr_digest"), &manifest.to_string())
+        .await;
+    let out = cli(&rt, &["functions", "run", "pr-digest"]).await;
+    assert!(out.contains(" ok "), "{out}\n{}", rt.output());
+    assert!(out.contains("GITHUB_LIST_PULL_REQUESTS: ok"), "{out}");
+    assert!(out.contains("GITHUB_CREATE_ISSUE: ok"), "{out}");
+    let requests = upstream.requests();
+    assert_eq!(requests.len(), 2);
+    assert!(
+        requests[0].uri.starts_with("/repos/acme/widgets/pulls?"),
+        "{}",
+        requests[0].uri
+    );
+    assert!(requests[0].uri.contains("state=open"));
+    assert_eq!(requests[1].method, "POST");
+    assert_eq!(requests[1].uri, "/repos/acme/widgets/issues");
+    let issue: Value = serde_json::from_str(&requests[1].body).unwrap();
+    assert!(
+        issue["title"]
+            .as_str()
+            .unwrap()
+            .starts_with("Open pull requests in acme/widgets"),
+        "{issue}"
+    );
+    let body = issue["body"].as_str().unwrap();
+    assert!(
+        body.find("[#7]").unwrap() < body.find("[#9]").unwrap(),
+        "oldest first: {body}"
+    );
+    let logs = cli(&rt, &["logs", "pr-digest"]).await;
+    assert!(logs.contains("filed digest of 2 pull requests"), "{logs}");
+}
