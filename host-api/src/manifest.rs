@@ -41,6 +41,10 @@ pub const MAX_CONCURRENCY: u32 = 1024;
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Manifest {
+    /// The function's name; when given, a deploy under another name is
+    /// refused (and the CLI can take the name from here).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     /// HTTP trigger.
     #[serde(default)]
     pub http: HttpTrigger,

@@ -351,6 +351,16 @@ fn parse_manifest(bytes: &[u8]) -> Result<Manifest, ApiError> {
     })
 }
 
+/// A manifest that names its function must be deployed under that name.
+fn check_manifest_name(name: &str, manifest: &Manifest) -> Result<(), ApiError> {
+    match &manifest.name {
+        Some(n) if n != name => Err(ApiError::bad_request(format!(
+            "the manifest names the function `{n}` but it is being deployed as `{name}`; deploy it as `{n}` or change \"name\""
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// Refuses grants naming toolkits or tools that do not exist for the app, so
 /// a typo fails the deploy instead of every call.
 async fn check_grants(state: &AppState, app: &str, manifest: &Manifest) -> Result<(), ApiError> {
@@ -378,6 +388,7 @@ pub async fn deploy_named(
     form: Multipart,
 ) -> Result<impl IntoResponse, ApiError> {
     let (_, component, manifest) = read_deploy_form(form).await?;
+    check_manifest_name(&name, &manifest)?;
     check_grants(&state, &app, &manifest).await?;
     let record = state
         .registry
@@ -395,11 +406,12 @@ pub async fn deploy(
 ) -> Result<impl IntoResponse, ApiError> {
     let (name, component, manifest) = read_deploy_form(form).await?;
     check_grants(&state, &app, &manifest).await?;
-    let name = name.ok_or_else(|| {
+    let name = name.or_else(|| manifest.name.clone()).ok_or_else(|| {
         ApiError::bad_request(
-            "multipart field `name` is required (or PUT /v1/{appId}/functions/{name})",
+            "the function needs a name: multipart field `name`, \"name\" in the manifest, or PUT /v1/{appId}/functions/{name}",
         )
     })?;
+    check_manifest_name(&name, &manifest)?;
     let record = state
         .registry
         .deploy(&app, &name, component, manifest)

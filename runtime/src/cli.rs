@@ -64,9 +64,10 @@ pub enum Command {
     Deploy {
         /// The component file.
         file: PathBuf,
-        /// Function name: it is served at /fn/{app}/{name}.
+        /// Function name: it is served at /fn/{app}/{name}. Default: the
+        /// manifest's "name".
         #[arg(long)]
-        name: String,
+        name: Option<String>,
         /// Manifest (JSON): triggers, grants, limits. Defaults to `{}`.
         #[arg(long)]
         manifest: Option<PathBuf>,
@@ -279,6 +280,12 @@ impl Cli {
                     Some(p) => std::fs::read_to_string(&p)
                         .with_context(|| format!("reading {}", p.display()))?,
                     None => "{}".into(),
+                };
+                let name = match name {
+                    Some(n) => n,
+                    None => manifest_name(&manifest).context(
+                        "give the function a name: --name NAME, or \"name\" in the manifest",
+                    )?,
                 };
                 let (http, key) = client(&c)?;
                 eprintln!(
@@ -600,6 +607,16 @@ async fn show_progress(started: std::time::Instant) {
         );
         let _ = std::io::stderr().flush();
     }
+}
+
+/// The `name` of a manifest in JSON or TOML, if it has one.
+fn manifest_name(text: &str) -> Option<String> {
+    let value: Value = if text.trim_start().starts_with('{') {
+        serde_json::from_str(text).ok()?
+    } else {
+        toml::from_str(text).ok()?
+    };
+    value.get("name")?.as_str().map(str::to_string)
 }
 
 /// One run record as a line, with its tool calls below.

@@ -268,8 +268,26 @@ async fn the_pr_digest_example_files_a_digest_of_open_pull_requests() {
     )
     .unwrap();
     manifest["cron"][0]["payload"]["repo"] = json!("acme/widgets");
-    rt.deploy_ok("pr-digest", guest("pr_digest"), &manifest.to_string())
+    // A manifest that names its function cannot be deployed as another.
+    let r = rt
+        .deploy("other", guest("pr_digest"), &manifest.to_string())
         .await;
+    assert_eq!(r.status().as_u16(), 400);
+    // The CLI takes the name from the manifest.
+    let manifest_file = dir.path().join("pr-digest.json");
+    std::fs::write(&manifest_file, manifest.to_string()).unwrap();
+    let wasm = e2e_tests::root().join("target/wasm32-wasip2/release/pr_digest.wasm");
+    let out = cli(
+        &rt,
+        &[
+            "deploy",
+            wasm.to_str().unwrap(),
+            "--manifest",
+            manifest_file.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert!(out.contains("deployed pr-digest version 1"), "{out}");
     let out = cli(&rt, &["functions", "run", "pr-digest"]).await;
     assert!(out.contains(" ok "), "{out}\n{}", rt.output());
     assert!(out.contains("GITHUB_LIST_PULL_REQUESTS: ok"), "{out}");
