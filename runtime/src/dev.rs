@@ -42,7 +42,7 @@ pub enum ExampleError {
         .0.display()
     )]
     NotBuilt(PathBuf),
-    /// Its `manifest.json` does not parse.
+    /// Its manifest does not parse, or names another function.
     #[error("{0}")]
     Manifest(String),
     /// The registry refused it (invalid manifest, bad component, storage).
@@ -66,9 +66,8 @@ fn function_name(dir: &Path) -> Option<String> {
     dir.file_name().and_then(|n| n.to_str()).map(str::to_string)
 }
 
-/// The cargo package of an example: `name` under `[package]` in its
-/// `Cargo.toml`, else the directory's name. (A line scan rather than a TOML
-/// parser: the examples' manifests are ours and plain.)
+/// The cargo package of an example: `package.name` in its `Cargo.toml`,
+/// else the directory's name.
 fn package_name(dir: &Path) -> Option<String> {
     let from_manifest = std::fs::read_to_string(dir.join("Cargo.toml"))
         .ok()
@@ -77,19 +76,42 @@ fn package_name(dir: &Path) -> Option<String> {
 }
 
 fn package_name_in(cargo_toml: &str) -> Option<String> {
-    let mut in_package = false;
-    for line in cargo_toml.lines().map(str::trim) {
-        if line.starts_with('[') {
-            in_package = line == "[package]";
-        } else if in_package
-            && let Some((key, value)) = line.split_once('=')
-            && key.trim() == "name"
-        {
-            let value = value.trim().trim_matches('"');
-            return (!value.is_empty()).then(|| value.to_string());
-        }
+    #[derive(serde::Deserialize)]
+    struct CargoToml {
+        package: Option<Package>,
     }
-    None
+    #[derive(serde::Deserialize)]
+    struct Package {
+        name: String,
+    }
+    toml::from_str::<CargoToml>(cargo_toml)
+        .ok()?
+        .package
+        .map(|p| p.name)
+}
+
+/// An example's manifest: `manifest.json`, else `manifest.toml`, else the
+/// defaults. One that names its function must live in a directory of that
+/// name, as a deploy under another name is refused.
+fn read_manifest(dir: &Path, name: &str) -> Result<Manifest, ExampleError> {
+    let json = dir.join("manifest.json");
+    let toml_path = dir.join("manifest.toml");
+    let manifest = if let Ok(bytes) = std::fs::read(&json) {
+        serde_json::from_slice::<Manifest>(&bytes)
+            .map_err(|e| ExampleError::Manifest(format!("{}: {e}", json.display())))?
+    } else if let Ok(text) = std::fs::read_to_string(&toml_path) {
+        toml::from_str::<Manifest>(&text)
+            .map_err(|e| ExampleError::Manifest(format!("{}: {e}", toml_path.display())))?
+    } else {
+        Manifest::default()
+    };
+    match &manifest.name {
+        Some(n) if n != name => Err(ExampleError::Manifest(format!(
+            "{}: the manifest names the function `{n}` but its directory is `{name}`; rename one of them",
+            dir.display()
+        ))),
+        _ => Ok(manifest),
+    }
 }
 
 /// The component cargo builds for the example in `dir`.
@@ -100,7 +122,7 @@ fn component_path(dir: &Path) -> Option<PathBuf> {
 }
 
 /// Deploys the example in `dir` (the component cargo built for it, with its
-/// `manifest.json` when present) as function `<dir name>` of `app`. Deploying
+/// manifest when present) as function `<dir name>` of `app`. Deploying
 /// an unchanged component and manifest keeps the current version.
 pub async fn deploy_example(
     registry: &Registry,
@@ -111,16 +133,12 @@ pub async fn deploy_example(
         .ok_or_else(|| ExampleError::Manifest(format!("{}: not a UTF-8 name", dir.display())))?;
     let wasm = component_path(dir).unwrap_or_else(|| dir.join("missing.wasm"));
     let component = std::fs::read(&wasm).map_err(|_| ExampleError::NotBuilt(wasm.clone()))?;
-    let manifest = match std::fs::read(dir.join("manifest.json")) {
-        Ok(bytes) => serde_json::from_slice::<Manifest>(&bytes)
-            .map_err(|e| ExampleError::Manifest(format!("{}/manifest.json: {e}", dir.display())))?,
-        Err(_) => Manifest::default(),
-    };
+    let manifest = read_manifest(dir, &name)?;
     Ok(registry.deploy(app, &name, component, manifest).await?)
 }
 
 /// Deploys each `functions/<name>/` whose component has been built, with its
-/// `manifest.json` when present. Returns the names deployed.
+/// manifest (`manifest.json` or `manifest.toml`) when present. Returns the names deployed.
 pub async fn deploy_examples(
     registry: &Registry,
     app: &str,
@@ -320,12 +338,15 @@ impl Fingerprint {
         Fingerprint { files }
     }
 
-    /// The newest modification among the files cargo reads (not
-    /// `manifest.json`, which only the deploy reads).
+    /// The newest modification among the files cargo reads (not the
+    /// manifest, which only the deploy reads).
     fn newest_source(&self) -> Option<SystemTime> {
         self.files
             .iter()
-            .filter(|(p, _, _)| p.file_name().is_none_or(|n| n != "manifest.json"))
+            .filter(|(p, _, _)| {
+                p.file_name()
+                    .is_none_or(|n| n != "manifest.json" && n != "manifest.toml")
+            })
             .filter_map(|(_, _, t)| *t)
             .max()
     }
@@ -433,9 +454,29 @@ mod tests {
 
     #[test]
     fn the_package_name_comes_from_the_package_section() {
-        let toml = "[lib]\nname = \"x\"\n\n[package]\nversion = \"1\"\nname = \"bug-report\"\n";
+        let toml =
+            "[lib]\nname = \"x\"\n\n[package]\nversion.workspace = true\nname = \"bug-report\"\n";
         assert_eq!(package_name_in(toml).as_deref(), Some("bug-report"));
         assert_eq!(package_name_in("[workspace]\nmembers = []\n"), None);
+    }
+
+    #[test]
+    fn the_manifest_is_json_or_toml_and_names_its_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let example = dir.path().join("digest");
+        std::fs::create_dir(&example).unwrap();
+        assert_eq!(
+            read_manifest(&example, "digest").unwrap(),
+            Manifest::default()
+        );
+        std::fs::write(example.join("manifest.toml"), "name = \"digest\"\n").unwrap();
+        assert_eq!(
+            read_manifest(&example, "digest").unwrap().name.as_deref(),
+            Some("digest")
+        );
+        std::fs::write(example.join("manifest.json"), r#"{"name": "other"}"#).unwrap();
+        let e = read_manifest(&example, "digest").unwrap_err().to_string();
+        assert!(e.contains("`other`") && e.contains("rename"), "{e}");
     }
 
     #[test]
