@@ -184,23 +184,21 @@ pub struct Caller {
 /// Who a bearer token proves the caller to be, for `app`: the admin (an
 /// admin key), an end user (a valid JWT), or an error saying why not.
 pub async fn authenticate(state: &AppState, app: &str, token: &str) -> Result<Principal, ApiError> {
-    let unauthorized = |m: String| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", m);
-    if apps::verify(state.store.as_ref(), app, token).await? {
-        return Ok(Principal::Admin);
+    if let Some(principal) = identify(state, app, token).await? {
+        return Ok(principal);
     }
-    // Only something shaped like a JWT is tried as one.
-    if token.split('.').count() != 3 {
-        return Err(unauthorized(format!(
-            "the key is not an admin key of app `{app}`, nor an end-user JWT"
-        )));
-    }
-    match state.broker.verify_user(app, token).await {
-        Ok(Some(user)) => Ok(Principal::User(user)),
-        Ok(None) => Err(unauthorized(format!(
+    let message = if token.split('.').count() == 3 {
+        format!(
             "app `{app}` does not accept end-user JWTs yet: an admin sets how they are verified with PATCH /v1/{app}/settings {{\"jwt\": {{...}}}}"
-        ))),
-        Err(e) => Err(unauthorized(format!("end-user JWT refused: {e}"))),
-    }
+        )
+    } else {
+        format!("the key is not an admin key of app `{app}`, nor an end-user JWT")
+    };
+    Err(ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        message,
+    ))
 }
 
 /// Who a bearer token on a function's request proves the caller to be:
