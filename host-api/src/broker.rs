@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rand::RngCore;
 use serde_json::Value;
@@ -304,6 +304,24 @@ pub fn parse_params(params_json: &str) -> Result<serde_json::Map<String, Value>,
             "params must be a JSON object".into(),
         )),
     }
+}
+
+/// Retries of an idempotent call after transient failures.
+const MAX_RETRIES: u32 = 2;
+/// First retry delay, doubled for each further retry.
+const RETRY_BACKOFF: Duration = Duration::from_millis(200);
+
+/// The credential a call is made with.
+#[derive(Debug)]
+enum Credential {
+    /// The app's configured API key (or static token).
+    ApiKey(Secret),
+    /// A connection's access token, refreshable once on a 401.
+    OAuth {
+        token: Secret,
+        connection: crate::store::ConnectionRecord,
+        refreshed: bool,
+    },
 }
 
 impl Broker {
@@ -657,10 +675,13 @@ impl Broker {
                 inv.app, inv.app
             )));
         }
+        let mut params = params;
         tool.validate(&Value::Object(params.clone()))
             .map_err(ToolError::InvalidParams)?;
-        let base_url = self.api_base_url(&connector, &record)?;
-        let request = tools::prepare(&tool, &base_url, &params)?;
+        let max_pages = params
+            .remove("maxPages")
+            .and_then(|v| v.as_u64())
+            .unwrap_or(1);
 
         // An API key configured by the admin serves every identity.
         if let Some(sealed) = record.sealed_credential.as_deref() {
@@ -672,22 +693,11 @@ impl Broker {
                         "stored credential for `{slug}` cannot be unsealed"
                     ))
                 })?;
-            return match tools::send(
-                &self.client,
-                &self.policy,
-                &connector,
-                &request,
-                &credential,
-            )
-            .await
-            {
-                Ok(v) => Ok(v),
-                Err(SendError::Tool(e)) => Err(e),
-                Err(SendError::Unauthorized) => Err(ToolError::NeedsReconnect(format!(
-                    "{} rejected the app's API key (401); an admin must configure a valid one",
-                    connector.spec.display_name
-                ))),
-            };
+            let base_url = self.tool_base_url(&connector, &tool, &record, None)?;
+            let mut credential = Credential::ApiKey(credential);
+            return self
+                .call_tool(&connector, &tool, &base_url, params, max_pages, &mut credential)
+                .await;
         }
         if connector.oauth.is_none() {
             return Err(ToolError::NotConnected(format!(
@@ -730,20 +740,155 @@ impl Broker {
         }
 
         let (token, connection) = self.access_token(connection).await?;
-        match tools::send(&self.client, &self.policy, &connector, &request, &token).await {
-            Ok(v) => Ok(v),
-            Err(SendError::Tool(e)) => Err(e),
-            Err(SendError::Unauthorized) => {
-                // One forced refresh and one retry: a 401 means the request
-                // was not acted on, so repeating it is safe.
-                let (token, _) = self.force_refresh(&connection).await?;
-                match tools::send(&self.client, &self.policy, &connector, &request, &token).await {
-                    Ok(v) => Ok(v),
-                    Err(SendError::Tool(e)) => Err(e),
-                    Err(SendError::Unauthorized) => Err(ToolError::NeedsReconnect(format!(
-                        "{} rejected a freshly refreshed token (401); the user may need to connect again",
+        let base_url = self.tool_base_url(&connector, &tool, &record, Some(&connection))?;
+        let mut credential = Credential::OAuth {
+            token,
+            connection,
+            refreshed: false,
+        };
+        self.call_tool(&connector, &tool, &base_url, params, max_pages, &mut credential)
+            .await
+    }
+
+    /// The base URL a tool call goes to: a named host of the connector, or
+    /// the connection's own instance (Salesforce), or the app's configured
+    /// override, or the connector's (with the deployment's overrides).
+    fn tool_base_url(
+        &self,
+        connector: &Connector,
+        tool: &Tool,
+        record: &ToolkitRecord,
+        connection: Option<&crate::store::ConnectionRecord>,
+    ) -> Result<url::Url, ToolError> {
+        if tool.spec.base.is_some() {
+            return Ok(connector.tool_base(tool).clone());
+        }
+        let base = self.api_base_url(connector, record)?;
+        let Some(instance) = connection.and_then(|c| c.api_base_url.as_deref()) else {
+            return Ok(base);
+        };
+        let instance = url::Url::parse(instance).map_err(|_| {
+            ToolError::Unavailable("the connection's stored instance URL is invalid".into())
+        })?;
+        let mut out = base;
+        let moved = out.set_scheme(instance.scheme()).is_ok()
+            && out.set_host(instance.host_str()).is_ok()
+            && out.set_port(instance.port()).is_ok();
+        if !moved {
+            return Err(ToolError::Unavailable(
+                "the connection's instance URL cannot be applied".into(),
+            ));
+        }
+        Ok(out)
+    }
+
+    /// Runs a tool: one request, or up to `max_pages` for paginated tools.
+    async fn call_tool(
+        &self,
+        connector: &Connector,
+        tool: &Tool,
+        base_url: &url::Url,
+        params: serde_json::Map<String, Value>,
+        max_pages: u64,
+        credential: &mut Credential,
+    ) -> Result<Value, ToolError> {
+        let request = tools::prepare(tool, base_url, &params)?;
+        let answer = self.send_request(connector, &request, credential).await?;
+        let pagination = match &tool.spec.pagination {
+            Some(p) if max_pages > 1 => p,
+            _ => return Ok(answer.value),
+        };
+        let first = answer.value.clone();
+        let mut items = tools::page_items(pagination, &answer.value)
+            .cloned()
+            .unwrap_or_default();
+        let (mut params, mut request, mut answer) = (params, request, answer);
+        for _ in 1..max_pages.min(crate::catalog::MAX_PAGES) {
+            match tools::next_page(pagination, &params, &request, &answer) {
+                None => break,
+                Some(tools::NextPage::Params(next)) => {
+                    request = tools::prepare(tool, base_url, &next)?;
+                    params = next;
+                }
+                Some(tools::NextPage::Url(url)) => {
+                    request = tools::PreparedRequest {
+                        url,
+                        body: None,
+                        method: http::Method::GET,
+                        ..request
+                    };
+                }
+            }
+            answer = self.send_request(connector, &request, credential).await?;
+            match tools::page_items(pagination, &answer.value) {
+                Some(more) => items.extend(more.iter().cloned()),
+                None => break,
+            }
+        }
+        Ok(tools::merge_pages(pagination, first, items))
+    }
+
+    /// Sends one request: an OAuth 401 refreshes once and retries once (a
+    /// 401 means the request was not acted on); an idempotent request is
+    /// retried after transient failures.
+    async fn send_request(
+        &self,
+        connector: &Connector,
+        request: &tools::PreparedRequest,
+        credential: &mut Credential,
+    ) -> Result<tools::Answer, ToolError> {
+        let mut attempt = 0u32;
+        loop {
+            let secret = match &*credential {
+                Credential::ApiKey(k) => k,
+                Credential::OAuth { token, .. } => token,
+            };
+            let result =
+                tools::send(&self.client, &self.policy, connector, request, secret).await;
+            let error = match result {
+                Ok(answer) => return Ok(answer),
+                Err(e) => e,
+            };
+            match (error, &mut *credential) {
+                (SendError::Unauthorized, Credential::ApiKey(_)) => {
+                    return Err(ToolError::NeedsReconnect(format!(
+                        "{} rejected the app's API key (401); an admin must configure a valid one",
                         connector.spec.display_name
-                    ))),
+                    )));
+                }
+                (
+                    SendError::Unauthorized,
+                    Credential::OAuth {
+                        token,
+                        connection,
+                        refreshed,
+                    },
+                ) => {
+                    if *refreshed {
+                        return Err(ToolError::NeedsReconnect(format!(
+                            "{} rejected a freshly refreshed token (401); the user may need to connect again",
+                            connector.spec.display_name
+                        )));
+                    }
+                    let (fresh, latest) = self.force_refresh(connection).await?;
+                    *token = fresh;
+                    *connection = latest;
+                    *refreshed = true;
+                }
+                (error, _) => {
+                    let wait = error.retryable();
+                    let SendError::Tool(tool_error) = error else {
+                        continue;
+                    };
+                    match wait {
+                        Some(wait) if request.idempotent && attempt < MAX_RETRIES => {
+                            attempt += 1;
+                            let backoff = RETRY_BACKOFF * 2u32.pow(attempt - 1);
+                            tracing::info!(attempt, error = %tool_error, "retrying an idempotent call");
+                            tokio::time::sleep(wait.max(backoff)).await;
+                        }
+                        _ => return Err(tool_error),
+                    }
                 }
             }
         }

@@ -38,6 +38,170 @@ pub enum AuthScheme {
         #[serde(default)]
         prefix: String,
     },
+    /// HTTP Basic: the configured API key is `user:password`.
+    Basic,
+}
+
+/// Which kind of connection a connector makes, by default.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ConnectorKind {
+    /// Each end user connects their own account.
+    #[default]
+    AppUser,
+    /// The builder's one account serves every caller.
+    Shared,
+    /// A data platform queried with SQL.
+    Data,
+}
+
+/// How a provider reports failures inside a 2xx answer.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ErrorsSpec {
+    /// The answer failed when this member is `false` (Slack's `/ok`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ok_pointer: Option<String>,
+    /// The answer failed when this member is a non-empty array (GraphQL's
+    /// `/errors`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub errors_pointer: Option<String>,
+    /// Where the message is (for `errorsPointer`, within the first error;
+    /// `/message` when not given).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message_pointer: Option<String>,
+    /// Messages that mean the credential was refused (treated as a 401).
+    #[serde(default)]
+    pub unauthorized: Vec<String>,
+    /// Messages that mean "slow down" (treated as a 429).
+    #[serde(default)]
+    pub rate_limited: Vec<String>,
+}
+
+/// How a tool's request body is encoded.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Encoding {
+    /// `application/json`.
+    #[default]
+    Json,
+    /// `application/x-www-form-urlencoded`.
+    Form,
+    /// The rendered string's UTF-8 bytes.
+    Raw,
+    /// The rendered base64 string, decoded.
+    Base64,
+    /// `multipart/related` parts (Google uploads).
+    MultipartRelated,
+    /// `multipart/form-data` parts.
+    MultipartForm,
+}
+
+/// An explicit request shape: each part given is rendered from a template.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RequestSpec {
+    /// Query parameters (values are templates).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query: Option<serde_json::Map<String, Value>>,
+    /// Request headers (values are templates; never credentials).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, Value>,
+    /// The body template.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<Value>,
+    /// How the body is encoded.
+    #[serde(default)]
+    pub encoding: Encoding,
+}
+
+/// Native encoders that derive template values from params.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Encoder {
+    /// An RFC 2822 message, base64url (`$raw`).
+    Rfc2822,
+    /// A LinkedIn author URN (`$author`).
+    LinkedinAuthor,
+}
+
+/// How a list tool's provider pages.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "camelCase", deny_unknown_fields)]
+pub enum Pagination {
+    /// The answer carries a cursor sent back as a param.
+    #[serde(rename_all = "camelCase")]
+    Cursor {
+        /// JSON pointer to the items.
+        items: String,
+        /// The param carrying the cursor.
+        cursor_param: String,
+        /// JSON pointer to the next cursor in the answer.
+        next_cursor: String,
+        /// Informational: where the tool sends the cursor param.
+        #[serde(default, rename = "in", skip_serializing_if = "Option::is_none")]
+        location: Option<String>,
+    },
+    /// RFC 8288 `Link: <…>; rel="next"` headers.
+    Link {
+        /// JSON pointer to the items.
+        items: String,
+    },
+    /// Offset and limit params.
+    #[serde(rename_all = "camelCase")]
+    Offset {
+        /// JSON pointer to the items.
+        items: String,
+        /// The offset param.
+        offset_param: String,
+        /// The limit param.
+        limit_param: String,
+        /// The provider's page size when the caller gives none.
+        default_limit: u64,
+    },
+    /// A page-number param.
+    #[serde(rename_all = "camelCase")]
+    Page {
+        /// JSON pointer to the items.
+        items: String,
+        /// The page param.
+        page_param: String,
+    },
+    /// The answer holds the next page's URL.
+    #[serde(rename_all = "camelCase")]
+    NextUrl {
+        /// JSON pointer to the items.
+        items: String,
+        /// JSON pointer to the next URL.
+        next_url: String,
+    },
+}
+
+impl Pagination {
+    /// JSON pointer to the items of a page.
+    pub fn items(&self) -> &str {
+        match self {
+            Pagination::Cursor { items, .. }
+            | Pagination::Link { items }
+            | Pagination::Offset { items, .. }
+            | Pagination::Page { items, .. }
+            | Pagination::NextUrl { items, .. } => items,
+        }
+    }
+}
+
+/// Most pages one call may collect with `maxPages`.
+pub const MAX_PAGES: u64 = 20;
+
+/// Where a connection's own API host comes from (Salesforce's
+/// `instance_url`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct InstanceUrlSpec {
+    /// The token answer's member naming the host.
+    pub field: String,
+    /// Host suffixes the named host must end with.
+    pub host_suffixes: Vec<String>,
 }
 
 /// HTTP methods a tool may use.
@@ -99,6 +263,18 @@ pub struct ToolSpec {
     /// Whether repeating the call is harmless (only such calls are retried).
     #[serde(default)]
     pub idempotent: bool,
+    /// Name of an `apiBaseUrls` entry to send to instead of `apiBaseUrl`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<String>,
+    /// An explicit request shape.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<RequestSpec>,
+    /// A native encoder run on the params first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encoder: Option<Encoder>,
+    /// How the provider pages this list.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pagination: Option<Pagination>,
 }
 
 fn empty_object_schema() -> Value {
@@ -116,8 +292,20 @@ pub struct ConnectorSpec {
     /// What the connector reaches.
     #[serde(default)]
     pub description: String,
+    /// Search keywords.
+    #[serde(default)]
+    pub categories: Vec<String>,
+    /// Which kind of connection it makes by default.
+    #[serde(default)]
+    pub kind: ConnectorKind,
     /// The only host credentials for this connector are ever sent to.
     pub api_base_url: String,
+    /// Further named hosts of the same provider (uploads, content).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub api_base_urls: BTreeMap<String, String>,
+    /// How failures inside 2xx answers look.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub errors: Option<ErrorsSpec>,
     /// How the credential (API key or OAuth access token) is presented.
     #[serde(default)]
     pub auth: AuthScheme,
@@ -178,6 +366,16 @@ pub struct OAuthSpec {
     /// Client authentication at the token endpoint.
     #[serde(default)]
     pub client_auth: ClientAuth,
+    /// Name of the client id parameter (`client_key` at TikTok).
+    #[serde(default = "default_client_id_param")]
+    pub client_id_param: String,
+    /// JSON pointer to the object holding the token, when it is not the
+    /// token answer itself (Slack user tokens: `/authed_user`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_pointer: Option<String>,
+    /// The token answer names this connection's API host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance_url: Option<InstanceUrlSpec>,
     /// Path (below the API base URL) of an endpoint that describes the
     /// connected account, fetched once after connecting.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -200,6 +398,10 @@ fn default_scope_separator() -> String {
 
 fn default_scope_param() -> String {
     "scope".into()
+}
+
+fn default_client_id_param() -> String {
+    "client_id".into()
 }
 
 /// The parsed OAuth endpoints of a connector.
@@ -249,10 +451,13 @@ pub struct CatalogError {
 /// A tool ready to run: its spec plus its compiled parameter schema.
 #[derive(Debug)]
 pub struct Tool {
-    /// The declaration.
+    /// The declaration (for paginated tools, `parameters` includes
+    /// `maxPages`).
     pub spec: ToolSpec,
     /// Path parameters, in order of appearance.
     pub path_params: Vec<String>,
+    /// Whether this is the connector's generic `<SLUG>_PROXY` tool.
+    pub proxy: bool,
     validator: jsonschema::Validator,
 }
 
@@ -281,7 +486,9 @@ pub struct Connector {
     pub spec: ConnectorSpec,
     /// Parsed base URL.
     pub base_url: url::Url,
-    /// Tools by name.
+    /// Further named base URLs (`apiBaseUrls`).
+    pub base_urls: BTreeMap<String, url::Url>,
+    /// Tools by name, including the generated `<SLUG>_PROXY`.
     pub tools: BTreeMap<String, Arc<Tool>>,
     /// OAuth endpoints, for connectors connected through the connect flow.
     pub oauth: Option<OAuthEndpoints>,
@@ -324,21 +531,23 @@ impl Connector {
                 "slug must be 1-{MAX_SLUG_LEN} characters of a-z, 0-9 and _, starting with a letter"
             )));
         }
-        let base_url = url::Url::parse(&spec.api_base_url).map_err(|e| {
-            fail(format!(
-                "apiBaseUrl `{}` is not a URL: {e}",
-                spec.api_base_url
-            ))
-        })?;
-        if !matches!(base_url.scheme(), "https" | "http") || base_url.host_str().is_none() {
-            return Err(fail(
-                "apiBaseUrl must be an absolute https URL with a host".into(),
-            ));
+        let base_url = base_url("apiBaseUrl", &spec.api_base_url).map_err(&fail)?;
+        let mut base_urls = BTreeMap::new();
+        for (name, text) in &spec.api_base_urls {
+            let what = format!("apiBaseUrls.{name}");
+            base_urls.insert(name.clone(), self::base_url(&what, text).map_err(&fail)?);
         }
-        if !base_url.username().is_empty() || base_url.password().is_some() {
-            return Err(fail(
-                "apiBaseUrl must not contain credentials; configure them instead".into(),
-            ));
+        if let Some(errors) = &spec.errors {
+            for p in [
+                &errors.ok_pointer,
+                &errors.errors_pointer,
+                &errors.message_pointer,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                check_pointer(p).map_err(&fail)?;
+            }
         }
         let oauth = match &spec.oauth {
             None => None,
@@ -360,6 +569,21 @@ impl Connector {
                 }
                 if let Some(path) = &o.account_path {
                     parse_path(path).map_err(&fail)?;
+                }
+                if let Some(p) = &o.token_pointer {
+                    check_pointer(p).map_err(&fail)?;
+                }
+                if o.client_id_param.is_empty() {
+                    return Err(fail("oauth.clientIdParam must not be empty".into()));
+                }
+                if let Some(i) = &o.instance_url
+                    && (i.field.is_empty()
+                        || i.host_suffixes.is_empty()
+                        || i.host_suffixes.iter().any(|h| h.len() < 3 || !h.starts_with('.')))
+                {
+                    return Err(fail(
+                        "oauth.instanceUrl needs a field and host suffixes starting with `.` (e.g. `.salesforce.com`)".into(),
+                    ));
                 }
                 Some(OAuthEndpoints {
                     authorize: endpoint_url("oauth.authorizeUrl", &o.authorize_url)
@@ -408,12 +632,41 @@ impl Connector {
                     "name must be upper case A-Z, 0-9, _ and start with `{prefix}`"
                 )));
             }
+            if tool.name == format!("{prefix}PROXY") {
+                return Err(tool_fail(
+                    "`<SLUG>_PROXY` is generated for every connector; choose another name".into(),
+                ));
+            }
             let path_params = parse_path(&tool.path).map_err(&tool_fail)?;
-            let validator = jsonschema::validator_for(&tool.parameters)
+            if let Some(base) = &tool.base
+                && !base_urls.contains_key(base)
+            {
+                return Err(tool_fail(format!(
+                    "base `{base}` is not declared in apiBaseUrls"
+                )));
+            }
+            let mut spec = tool.clone();
+            check_tool(&spec, &path_params).map_err(&tool_fail)?;
+            if spec.pagination.is_some()
+                && let Some(props) = spec
+                    .parameters
+                    .get_mut("properties")
+                    .and_then(Value::as_object_mut)
+            {
+                props.insert(
+                    "maxPages".into(),
+                    serde_json::json!({
+                        "type": "integer", "minimum": 1, "maximum": MAX_PAGES,
+                        "description": "Fetch up to this many pages and return their items together (default 1: the provider's answer as it is)."
+                    }),
+                );
+            }
+            let validator = jsonschema::validator_for(&spec.parameters)
                 .map_err(|e| tool_fail(format!("parameters is not a valid JSON Schema: {e}")))?;
             let compiled = Tool {
-                spec: tool.clone(),
+                spec,
                 path_params,
+                proxy: false,
                 validator,
             };
             if tools
@@ -423,13 +676,214 @@ impl Connector {
                 return Err(tool_fail("declared twice".into()));
             }
         }
+        let proxy = proxy_tool(&spec, &base_urls).map_err(&fail)?;
+        tools.insert(proxy.spec.name.clone(), Arc::new(proxy));
         Ok(Self {
             spec,
             base_url,
+            base_urls,
             tools,
             oauth,
         })
     }
+
+    /// The base URL a tool sends to, before per-app or per-connection
+    /// overrides.
+    pub fn tool_base(&self, tool: &Tool) -> &url::Url {
+        tool.spec
+            .base
+            .as_ref()
+            .and_then(|b| self.base_urls.get(b))
+            .unwrap_or(&self.base_url)
+    }
+}
+
+/// Parses a declared API base URL.
+fn base_url(what: &str, text: &str) -> Result<url::Url, String> {
+    let url = url::Url::parse(text).map_err(|e| format!("{what} `{text}` is not a URL: {e}"))?;
+    if !matches!(url.scheme(), "https" | "http") || url.host_str().is_none() {
+        return Err(format!("{what} must be an absolute https URL with a host"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(format!(
+            "{what} must not contain credentials; configure them instead"
+        ));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(format!("{what} must not carry a query or fragment"));
+    }
+    Ok(url)
+}
+
+fn check_pointer(pointer: &str) -> Result<(), String> {
+    if pointer.is_empty() || pointer.starts_with('/') {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{pointer}` must be a JSON pointer (empty, or starting with `/`)"
+        ))
+    }
+}
+
+/// Checks a tool's request shape, pagination and that every declared
+/// parameter is used somewhere.
+fn check_tool(tool: &ToolSpec, path_params: &[String]) -> Result<(), String> {
+    if tool.parameters.get("type").and_then(Value::as_str) != Some("object") {
+        return Err("parameters must be an object schema (\"type\": \"object\")".into());
+    }
+    let mut used: std::collections::BTreeSet<String> = path_params.iter().cloned().collect();
+    let mut leftovers_go_somewhere = true;
+    if let Some(req) = &tool.request {
+        if let Some(q) = &req.query {
+            for v in q.values() {
+                crate::template::check(v)?;
+                crate::template::referenced(v, &mut used);
+            }
+        }
+        for (name, v) in &req.headers {
+            if http::HeaderName::from_bytes(name.as_bytes()).is_err() || is_credential_header(name)
+            {
+                return Err(format!(
+                    "request header `{name}` is not allowed (invalid, or a credential header)"
+                ));
+            }
+            crate::template::check(v)?;
+            crate::template::referenced(v, &mut used);
+        }
+        if let Some(b) = &req.body {
+            crate::template::check(b)?;
+            crate::template::referenced(b, &mut used);
+            if tool.method.params_in_query() && tool.method != Method::Delete {
+                return Err("a GET request cannot have a body".into());
+            }
+        }
+        let query_given = req.query.is_some();
+        let body_given = req.body.is_some();
+        leftovers_go_somewhere = if tool.method.params_in_query() {
+            !query_given
+        } else {
+            !body_given
+        };
+        if req.encoding != Encoding::Json && !body_given {
+            return Err("a non-JSON encoding needs a body template".into());
+        }
+    }
+    match tool.encoder {
+        Some(Encoder::Rfc2822) => used.extend(
+            crate::encoders::RFC2822_INPUTS
+                .iter()
+                .map(|s| (*s).to_string()),
+        ),
+        Some(Encoder::LinkedinAuthor) => {
+            used.insert("author".into());
+        }
+        None => {}
+    }
+    if let Some(p) = &tool.pagination {
+        check_pointer(p.items())?;
+        match p {
+            Pagination::Cursor {
+                cursor_param,
+                next_cursor,
+                ..
+            } => {
+                check_pointer(next_cursor)?;
+                used.insert(cursor_param.clone());
+            }
+            Pagination::Offset {
+                offset_param,
+                limit_param,
+                ..
+            } => {
+                used.insert(offset_param.clone());
+                used.insert(limit_param.clone());
+            }
+            Pagination::Page { page_param, .. } => {
+                used.insert(page_param.clone());
+            }
+            Pagination::NextUrl { next_url, .. } => check_pointer(next_url)?,
+            Pagination::Link { .. } => {}
+        }
+    }
+    let props = tool
+        .parameters
+        .get("properties")
+        .and_then(Value::as_object)
+        .map(|p| p.keys().cloned().collect::<Vec<_>>())
+        .unwrap_or_default();
+    if !leftovers_go_somewhere {
+        let unused: Vec<&String> = props.iter().filter(|p| !used.contains(*p)).collect();
+        if !unused.is_empty() {
+            return Err(format!(
+                "parameters {unused:?} are declared but no path placeholder or template uses them"
+            ));
+        }
+    }
+    if props.iter().any(|p| p == "maxPages") {
+        return Err("`maxPages` is reserved (added for paginated tools)".into());
+    }
+    Ok(())
+}
+
+/// The generic authenticated request tool every connector has.
+fn proxy_tool(
+    spec: &ConnectorSpec,
+    base_urls: &BTreeMap<String, url::Url>,
+) -> Result<Tool, String> {
+    let mut properties = serde_json::json!({
+        "method": { "enum": ["GET", "POST", "PUT", "PATCH", "DELETE"] },
+        "path": {
+            "type": "string", "pattern": "^/", "maxLength": 2048,
+            "description": format!("Path below {} (no scheme or host: the host cannot be changed).", spec.api_base_url)
+        },
+        "query": {
+            "type": "object",
+            "additionalProperties": { "type": ["string", "number", "boolean", "array"] }
+        },
+        "body": { "description": "JSON body, for POST, PUT and PATCH." },
+        "headers": {
+            "type": "object", "additionalProperties": { "type": "string" },
+            "description": "Extra headers; credential headers cannot be set."
+        }
+    });
+    if !base_urls.is_empty()
+        && let Some(props) = properties.as_object_mut()
+    {
+        let names: Vec<&String> = base_urls.keys().collect();
+        props.insert(
+            "base".into(),
+            serde_json::json!({ "enum": names, "description": "Send to this named API host instead of the main one." }),
+        );
+    }
+    let parameters = serde_json::json!({
+        "type": "object",
+        "required": ["method", "path"],
+        "additionalProperties": false,
+        "properties": properties,
+    });
+    let validator = jsonschema::validator_for(&parameters).map_err(|e| e.to_string())?;
+    Ok(Tool {
+        spec: ToolSpec {
+            name: format!("{}_PROXY", spec.slug.to_ascii_uppercase()),
+            description: format!(
+                "Any {} API request with the connection's credential: method, path (below {}), query, JSON body. Prefer a specific tool when one exists.",
+                spec.display_name, spec.api_base_url
+            ),
+            method: Method::Get,
+            path: "/".into(),
+            query: Vec::new(),
+            parameters,
+            scopes: Vec::new(),
+            idempotent: false,
+            base: None,
+            request: None,
+            encoder: None,
+            pagination: None,
+        },
+        path_params: Vec::new(),
+        proxy: true,
+        validator,
+    })
 }
 
 /// Headers that carry credentials: never declared in a catalog, never set by
@@ -485,23 +939,142 @@ pub struct Catalog {
     tool_index: HashMap<String, String>,
 }
 
+/// A deployment's replacement endpoints for one catalog connector
+/// (`runtime serve --connector-overrides`): a self-hosted provider such as
+/// GitHub Enterprise Server, a regional host, or a local fake in tests.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ConnectorOverride {
+    /// Replaces `apiBaseUrl`.
+    #[serde(default)]
+    pub api_base_url: Option<String>,
+    /// Replaces named `apiBaseUrls` entries.
+    #[serde(default)]
+    pub api_base_urls: BTreeMap<String, String>,
+    /// Replaces `oauth.authorizeUrl`.
+    #[serde(default)]
+    pub authorize_url: Option<String>,
+    /// Replaces `oauth.tokenUrl`.
+    #[serde(default)]
+    pub token_url: Option<String>,
+    /// Replaces `oauth.revocationUrl`.
+    #[serde(default)]
+    pub revocation_url: Option<String>,
+}
+
+impl ConnectorOverride {
+    /// Applies the override to a definition (validated afterwards by
+    /// [`Connector::compile`]).
+    pub fn apply(&self, spec: &mut ConnectorSpec) -> Result<(), String> {
+        if let Some(u) = &self.api_base_url {
+            spec.api_base_url = u.clone();
+        }
+        for (name, u) in &self.api_base_urls {
+            let slot = spec.api_base_urls.get_mut(name).ok_or_else(|| {
+                format!("apiBaseUrls has no entry `{name}` to override")
+            })?;
+            *slot = u.clone();
+        }
+        let oauth_given =
+            self.authorize_url.is_some() || self.token_url.is_some() || self.revocation_url.is_some();
+        match &mut spec.oauth {
+            None if oauth_given => {
+                return Err("the connector has no oauth endpoints to override".into());
+            }
+            None => {}
+            Some(o) => {
+                if let Some(u) = &self.authorize_url {
+                    o.authorize_url = u.clone();
+                }
+                if let Some(u) = &self.token_url {
+                    o.token_url = u.clone();
+                }
+                if let Some(u) = &self.revocation_url {
+                    o.revocation_url = Some(u.clone());
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Catalog {
     /// The connectors shipped with this build.
     pub fn builtin() -> Result<Self, CatalogError> {
+        Self::builtin_with(&BTreeMap::new())
+    }
+
+    /// The connectors shipped with this build, with a deployment's
+    /// overrides applied.
+    pub fn builtin_with(
+        overrides: &BTreeMap<String, ConnectorOverride>,
+    ) -> Result<Self, CatalogError> {
+        Self::from_files(
+            BUILTIN_CONNECTORS
+                .iter()
+                .map(|(f, t)| ((*f).to_string(), (*t).to_string())),
+            overrides,
+        )
+    }
+
+    /// Loads every `*.json` connector file of a directory (the catalog's
+    /// own test reads `host-api/catalog/` this way).
+    pub fn from_dir(
+        dir: &std::path::Path,
+        overrides: &BTreeMap<String, ConnectorOverride>,
+    ) -> Result<Self, CatalogError> {
+        let fail = |message: String| CatalogError {
+            connector: dir.display().to_string(),
+            message,
+        };
+        let mut files = Vec::new();
+        for entry in std::fs::read_dir(dir).map_err(|e| fail(e.to_string()))? {
+            let path = entry.map_err(|e| fail(e.to_string()))?.path();
+            if path.extension().is_some_and(|e| e == "json") {
+                let name = path
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .unwrap_or_default()
+                    .to_string();
+                let text = std::fs::read_to_string(&path).map_err(|e| fail(e.to_string()))?;
+                files.push((name, text));
+            }
+        }
+        files.sort();
+        Self::from_files(files.into_iter(), overrides)
+    }
+
+    fn from_files(
+        files: impl Iterator<Item = (String, String)>,
+        overrides: &BTreeMap<String, ConnectorOverride>,
+    ) -> Result<Self, CatalogError> {
         let mut catalog = Catalog::default();
-        for (file, text) in BUILTIN_CONNECTORS {
-            let spec: ConnectorSpec = serde_json::from_str(text).map_err(|e| CatalogError {
-                connector: (*file).to_string(),
-                message: e.to_string(),
-            })?;
+        for (file, text) in files {
+            let mut spec: ConnectorSpec =
+                serde_json::from_str(&text).map_err(|e| CatalogError {
+                    connector: file.clone(),
+                    message: e.to_string(),
+                })?;
             let expected = format!("{}.json", spec.slug);
-            if *file != expected {
+            if file != expected {
                 return Err(CatalogError {
-                    connector: (*file).to_string(),
+                    connector: file,
                     message: format!("file must be named {expected}"),
                 });
             }
+            if let Some(o) = overrides.get(&spec.slug) {
+                o.apply(&mut spec).map_err(|message| CatalogError {
+                    connector: spec.slug.clone(),
+                    message: format!("deployment override: {message}"),
+                })?;
+            }
             catalog.insert(Connector::compile(spec)?)?;
+        }
+        if let Some(unknown) = overrides.keys().find(|k| catalog.connector(k).is_none()) {
+            return Err(CatalogError {
+                connector: unknown.clone(),
+                message: "deployment override names no built-in connector".into(),
+            });
         }
         Ok(catalog)
     }

@@ -237,6 +237,7 @@ impl Broker {
                 (None, r) => r.clone(),
             },
             client_auth: spec.client_auth,
+            client_id_param: spec.client_id_param.clone(),
         })
     }
 
@@ -732,6 +733,11 @@ impl Broker {
             created_at_ms: existing.as_ref().map_or(now, |c| c.created_at_ms),
             updated_at_ms: now,
             refreshed_at_ms: Some(now),
+            api_base_url: tokens
+                .instance_url
+                .as_ref()
+                .map(url::Url::to_string)
+                .or_else(|| existing.as_ref().and_then(|c| c.api_base_url.clone())),
         };
         self.store.put_connection(&record).await?;
         self.clear_backoff(&id);

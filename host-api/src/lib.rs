@@ -44,6 +44,7 @@ pub mod catalog;
 pub mod connections;
 pub mod crypto;
 pub mod egress;
+pub mod encoders;
 pub mod error;
 pub mod integrations;
 pub mod jwt;
@@ -55,6 +56,7 @@ pub mod rekey;
 pub mod secret;
 pub mod settings;
 pub mod store;
+pub mod template;
 pub mod tokens;
 pub mod tools;
 

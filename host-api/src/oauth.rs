@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use oauth2::basic::{BasicErrorResponseType, BasicTokenType};
 use oauth2::{
-    AuthType, AuthUrl, AuthorizationCode, ClientId, ClientSecret, CsrfToken, EmptyExtraTokenFields,
+    AuthType, AuthUrl, AuthorizationCode, ClientId, ClientSecret, CsrfToken, ExtraTokenFields,
     HttpRequest, HttpResponse, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, RefreshToken,
     RequestTokenError, StandardErrorResponse, StandardTokenResponse, TokenResponse, TokenUrl,
 };
@@ -46,6 +46,9 @@ pub struct OAuthClient {
     pub revocation_url: Option<url::Url>,
     /// How the client authenticates at the token endpoint.
     pub client_auth: ClientAuth,
+    /// Name of the client id parameter (`client_id`, or TikTok's
+    /// `client_key`).
+    pub client_id_param: String,
 }
 
 /// A started authorization request.
@@ -70,6 +73,9 @@ pub struct Tokens {
     pub expires_in: Option<Duration>,
     /// Scopes granted, if the provider said (otherwise: as requested).
     pub scopes: Option<Vec<String>>,
+    /// The connection's own API host, for connectors whose token answer
+    /// names one (Salesforce `instance_url`, Wrike `host`).
+    pub instance_url: Option<url::Url>,
 }
 
 /// Why a token request failed, classified for what to do next.
@@ -115,7 +121,25 @@ pub struct TokenHttp {
     policy: EgressPolicy,
 }
 
-type ProviderTokenResponse = StandardTokenResponse<EmptyExtraTokenFields, BasicTokenType>;
+/// Members of a token answer beyond RFC 6749's, kept only long enough to
+/// read the declared instance URL.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct ProviderExtras {
+    #[serde(flatten)]
+    rest: std::collections::BTreeMap<String, serde_json::Value>,
+}
+
+impl ExtraTokenFields for ProviderExtras {}
+
+type ProviderTokenResponse = StandardTokenResponse<ProviderExtras, BasicTokenType>;
+/// `oauth2::basic::BasicClient`, keeping the token answer's extra members.
+type ProviderClient = oauth2::Client<
+    oauth2::basic::BasicErrorResponse,
+    ProviderTokenResponse,
+    oauth2::basic::BasicTokenIntrospectionResponse,
+    oauth2::StandardRevocableToken,
+    oauth2::basic::BasicRevocationErrorResponse,
+>;
 type ProviderError =
     RequestTokenError<TransportError, StandardErrorResponse<BasicErrorResponseType>>;
 
@@ -199,6 +223,91 @@ impl<'c> oauth2::AsyncHttpClient<'c> for TokenHttp {
     }
 }
 
+/// A provider's token endpoint dialect: the client id under another name
+/// (TikTok's `client_key`) and the token nested in the answer (Slack's
+/// `authed_user`), translated so the `oauth2` crate sees RFC 6749.
+struct Shaped<'a> {
+    http: &'a TokenHttp,
+    spec: &'a OAuthSpec,
+}
+
+impl Shaped<'_> {
+    async fn send(&self, mut request: HttpRequest) -> Result<HttpResponse, TransportError> {
+        if self.spec.client_id_param != "client_id" {
+            let pairs: Vec<(String, String)> = url::form_urlencoded::parse(request.body())
+                .map(|(k, v)| {
+                    let k = if k == "client_id" {
+                        self.spec.client_id_param.clone()
+                    } else {
+                        k.into_owned()
+                    };
+                    (k, v.into_owned())
+                })
+                .collect();
+            let body = url::form_urlencoded::Serializer::new(String::new())
+                .extend_pairs(pairs)
+                .finish();
+            *request.body_mut() = body.into_bytes();
+        }
+        let mut response = self.http.send(request).await?;
+        if let Some(pointer) = &self.spec.token_pointer
+            && response.status().is_success()
+            && let Ok(serde_json::Value::Object(mut top)) =
+                serde_json::from_slice::<serde_json::Value>(response.body())
+        {
+            let nested = serde_json::Value::Object(top.clone());
+            if let Some(serde_json::Value::Object(inner)) = nested.pointer(pointer) {
+                for (k, v) in inner {
+                    top.insert(k.clone(), v.clone());
+                }
+                // The nested token's own type, scope and expiry win.
+                *response.body_mut() = serde_json::to_vec(&top).unwrap_or_default();
+            }
+        }
+        Ok(response)
+    }
+}
+
+impl<'c> oauth2::AsyncHttpClient<'c> for Shaped<'_> {
+    type Error = TransportError;
+    type Future =
+        Pin<Box<dyn Future<Output = Result<HttpResponse, TransportError>> + Send + Sync + 'c>>;
+
+    fn call(&'c self, request: HttpRequest) -> Self::Future {
+        Box::pin(self.send(request))
+    }
+}
+
+/// The connection's API host from a token answer, when the connector
+/// declares one and it is acceptable.
+fn instance_url(spec: &OAuthSpec, response: &ProviderTokenResponse) -> Option<url::Url> {
+    let declared = spec.instance_url.as_ref()?;
+    let raw = response.extra_fields().rest.get(&declared.field)?.as_str()?;
+    let url = if raw.contains("://") {
+        url::Url::parse(raw).ok()?
+    } else {
+        url::Url::parse(&format!("https://{raw}")).ok()?
+    };
+    let host = url.host_str()?.to_ascii_lowercase();
+    let suffix_ok = declared
+        .host_suffixes
+        .iter()
+        .any(|s| host.ends_with(&s.to_ascii_lowercase()));
+    // A loopback instance is only accepted where the egress policy would
+    // allow it anyway (tests against local fakes); `check_url` still runs
+    // on every call.
+    let local = matches!(url.host(), Some(url::Host::Ipv4(ip)) if ip.is_loopback());
+    if !(suffix_ok || local)
+        || !url.username().is_empty()
+        || url.password().is_some()
+        || !matches!(url.scheme(), "https" | "http")
+    {
+        tracing::warn!(field = %declared.field, "token answer named an instance host outside the declared suffixes; ignored");
+        return None;
+    }
+    Some(url)
+}
+
 /// Provider-specific error codes that mean what `invalid_grant` means: the
 /// code or refresh token is no longer valid (GitHub, Slack).
 const GRANT_GONE: &[&str] = &[
@@ -235,8 +344,8 @@ fn split_scopes(raw: &[String], separator: &str) -> Vec<String> {
 }
 
 impl OAuthClient {
-    fn base(&self) -> oauth2::basic::BasicClient {
-        oauth2::basic::BasicClient::new(ClientId::new(self.client_id.clone()))
+    fn base(&self) -> ProviderClient {
+        ProviderClient::new(ClientId::new(self.client_id.clone()))
             .set_client_secret(ClientSecret::new(self.client_secret.expose().to_string()))
             .set_auth_type(match self.client_auth {
                 ClientAuth::ClientSecretBasic => AuthType::BasicAuth,
@@ -270,7 +379,21 @@ impl OAuthClient {
             request = request.set_pkce_challenge(challenge);
             pkce_verifier = Some(Secret::new(verifier.secret().clone()));
         }
-        let (url, state) = request.url();
+        let (mut url, state) = request.url();
+        if spec.client_id_param != "client_id" {
+            let pairs: Vec<(String, String)> = url
+                .query_pairs()
+                .map(|(k, v)| {
+                    let k = if k == "client_id" {
+                        spec.client_id_param.clone()
+                    } else {
+                        k.into_owned()
+                    };
+                    (k, v.into_owned())
+                })
+                .collect();
+            url.query_pairs_mut().clear().extend_pairs(pairs);
+        }
         AuthorizationStart {
             url,
             state: Secret::new(state.secret().clone()),
@@ -296,8 +419,10 @@ impl OAuthClient {
         if let Some(v) = pkce_verifier {
             request = request.set_pkce_verifier(PkceCodeVerifier::new(v.expose().to_string()));
         }
-        let response: ProviderTokenResponse =
-            request.request_async(http).await.map_err(classify)?;
+        let response: ProviderTokenResponse = request
+            .request_async(&Shaped { http, spec })
+            .await
+            .map_err(classify)?;
         Ok(Self::tokens(response, spec))
     }
 
@@ -315,7 +440,7 @@ impl OAuthClient {
         let token = RefreshToken::new(refresh_token.expose().to_string());
         let response: ProviderTokenResponse = client
             .exchange_refresh_token(&token)
-            .request_async(http)
+            .request_async(&Shaped { http, spec })
             .await
             .map_err(classify)?;
         Ok(Self::tokens(response, spec))
@@ -332,6 +457,7 @@ impl OAuthClient {
                 .refresh_token()
                 .map(|t| Secret::new(t.secret().clone())),
             expires_in: response.expires_in(),
+            instance_url: instance_url(spec, &response),
             scopes,
         }
     }
@@ -375,7 +501,7 @@ impl OAuthClient {
                     builder = builder.header(http::header::AUTHORIZATION, format!("Basic {basic}"));
                 }
                 ClientAuth::ClientSecretPost => {
-                    form.append_pair("client_id", &self.client_id);
+                    form.append_pair(&self.client_id_param, &self.client_id);
                     form.append_pair("client_secret", self.client_secret.expose());
                 }
             }
@@ -449,6 +575,7 @@ mod tests {
             token_url: "https://auth.example.com/token".parse().unwrap(),
             revocation_url: None,
             client_auth: ClientAuth::ClientSecretBasic,
+            client_id_param: "client_id".into(),
         }
     }
 

@@ -235,6 +235,11 @@ pub struct ConnectionRecord {
     /// When the current tokens were issued (connect or refresh; Unix ms).
     #[serde(default)]
     pub refreshed_at_ms: Option<u64>,
+    /// The connection's own API host, when the provider named one in its
+    /// token answer (Salesforce `instance_url`): replaces the connector's
+    /// scheme, host and port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_base_url: Option<String>,
 }
 
 /// A connect flow waiting for the provider's callback. Stored under a hash

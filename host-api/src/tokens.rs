@@ -406,6 +406,9 @@ impl Broker {
                 if let Some(scopes) = tokens.scopes {
                     next.scopes = scopes;
                 }
+                if let Some(instance) = &tokens.instance_url {
+                    next.api_base_url = Some(instance.to_string());
+                }
                 next.version = current.version + 1;
                 next.updated_at_ms = now;
                 next.refreshed_at_ms = Some(now);
@@ -493,6 +496,7 @@ mod tests {
             created_at_ms: created,
             updated_at_ms: created,
             refreshed_at_ms: Some(created),
+            api_base_url: None,
         }
     }
 

@@ -6,12 +6,16 @@
 //! where the request goes. Credentials are added here and nowhere else.
 
 use std::time::Duration;
-
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde_json::{Map, Value};
 use tracing::instrument;
 
-use crate::catalog::{AuthScheme, Connector, Tool};
+use std::collections::BTreeSet;
+
+use crate::catalog::{
+    AuthScheme, Connector, Encoding, ErrorsSpec, Pagination, Tool, is_credential_header,
+};
+use crate::template::{Vars, render, value_text};
 use crate::egress::EgressPolicy;
 use crate::error::ToolError;
 use crate::secret::Secret;
@@ -32,15 +36,35 @@ const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'.')
     .remove(b'~');
 
+/// A request body, encoded.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Body {
+    /// `application/json`.
+    Json(Value),
+    /// `application/x-www-form-urlencoded` pairs.
+    Form(Vec<(String, String)>),
+    /// Bytes with their content type (raw, base64-decoded, multipart).
+    Bytes {
+        /// `Content-Type`.
+        content_type: String,
+        /// The bytes.
+        data: Vec<u8>,
+    },
+}
+
 /// One provider request, ready to send.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct PreparedRequest {
     /// Method.
     pub method: http::Method,
     /// Full URL (never contains a credential).
     pub url: url::Url,
-    /// JSON body, for body methods with parameters left over.
-    pub body: Option<Value>,
+    /// Tool-specific headers (never credentials).
+    pub headers: Vec<(String, String)>,
+    /// Body, for body methods.
+    pub body: Option<Body>,
+    /// Whether repeating the request is harmless.
+    pub idempotent: bool,
 }
 
 /// Builds the provider request for `tool` with `params` against `base_url`.
@@ -49,7 +73,18 @@ pub fn prepare(
     base_url: &url::Url,
     params: &Map<String, Value>,
 ) -> Result<PreparedRequest, ToolError> {
-    let mut rest = params.clone();
+    if tool.proxy {
+        return prepare_proxy(base_url, params);
+    }
+    let derived = match tool.spec.encoder {
+        Some(encoder) => crate::encoders::run(encoder, params)?,
+        None => Map::new(),
+    };
+    let vars = Vars {
+        params,
+        derived: &derived,
+    };
+    let mut consumed: BTreeSet<String> = BTreeSet::new();
     let mut path = String::new();
     let mut template = tool.spec.path.as_str();
     while let Some(open) = template.find('{') {
@@ -57,67 +92,326 @@ pub fn prepare(
         let after = template.get(open + 1..).unwrap_or_default();
         let close = after.find('}').unwrap_or(after.len());
         let name = after.get(..close).unwrap_or_default();
-        let value = rest.remove(name).ok_or_else(|| {
+        let value = params.get(name).filter(|v| !v.is_null()).ok_or_else(|| {
             ToolError::InvalidParams(format!(
                 "params.{name} is required (it is part of the URL path)"
             ))
         })?;
-        let text = scalar_text(name, &value)?;
+        let text = scalar_text(name, value)?;
         if text.is_empty() || text == "." || text == ".." {
             return Err(ToolError::InvalidParams(format!(
                 "params.{name} must be a non-empty path segment"
             )));
         }
         path.push_str(&utf8_percent_encode(&text, SEGMENT).to_string());
+        consumed.insert(name.to_string());
         template = after.get(close + 1..).unwrap_or_default();
     }
     path.push_str(template);
+    let mut url = join(base_url, &path);
 
+    let method = tool.spec.method;
+    let request = tool.spec.request.as_ref();
+    let mut query: Vec<(String, String)> = Vec::new();
+    let mut headers = Vec::new();
+    let mut body = None;
+    if let Some(req) = request {
+        if let Some(q) = &req.query {
+            for (key, t) in q {
+                crate::template::referenced(t, &mut consumed);
+                if let Some(v) = render(t, &vars) {
+                    push_query(&mut query, key, &v)?;
+                }
+            }
+        }
+        for (name, t) in &req.headers {
+            crate::template::referenced(t, &mut consumed);
+            if let Some(v) = render(t, &vars) {
+                let text = match &v {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                if http::HeaderValue::from_str(&text).is_err() {
+                    return Err(ToolError::InvalidParams(format!(
+                        "the value for header {name} contains characters a header cannot carry"
+                    )));
+                }
+                headers.push((name.clone(), text));
+            }
+        }
+        if let Some(t) = &req.body {
+            crate::template::referenced(t, &mut consumed);
+            if let Some(v) = render(t, &vars) {
+                body = Some(encode_body(req.encoding, v, &headers)?);
+            }
+        }
+    }
+    if let Some(encoder) = tool.spec.encoder {
+        match encoder {
+            crate::catalog::Encoder::Rfc2822 => consumed.extend(
+                crate::encoders::RFC2822_INPUTS
+                    .iter()
+                    .map(|s| (*s).to_string()),
+            ),
+            crate::catalog::Encoder::LinkedinAuthor => {
+                consumed.insert("author".into());
+            }
+        }
+    }
+    let leftover: Map<String, Value> = params
+        .iter()
+        .filter(|(k, _)| !consumed.contains(*k))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let query_given = request.is_some_and(|r| r.query.is_some());
+    let body_given = request.is_some_and(|r| r.body.is_some());
+    if method.params_in_query() {
+        if !query_given {
+            for (key, value) in &leftover {
+                push_query(&mut query, key, value)?;
+            }
+        }
+    } else {
+        let mut rest = leftover;
+        if !query_given {
+            for key in &tool.spec.query {
+                if let Some(value) = rest.remove(key) {
+                    push_query(&mut query, key, &value)?;
+                }
+            }
+        }
+        // Body methods carry a JSON object (`{}` when every parameter went
+        // to the path or query): providers commonly reject an empty POST.
+        if !body_given {
+            body = Some(Body::Json(Value::Object(rest)));
+        }
+    }
+    if !query.is_empty() {
+        url.query_pairs_mut().extend_pairs(query.iter());
+    }
+    Ok(PreparedRequest {
+        method: method.as_http(),
+        url,
+        headers,
+        body,
+        idempotent: tool.spec.idempotent,
+    })
+}
+
+/// `base_url` with `path` appended to its path, no query or fragment.
+fn join(base_url: &url::Url, path: &str) -> url::Url {
     let base_path = base_url.path().trim_end_matches('/');
     let mut url = base_url.clone();
     url.set_path(&format!("{base_path}{path}"));
     url.set_query(None);
     url.set_fragment(None);
+    url
+}
 
-    let method = tool.spec.method;
-    let query_keys: Vec<String> = if method.params_in_query() {
-        rest.keys().cloned().collect()
-    } else {
-        tool.spec
-            .query
-            .iter()
-            .filter(|k| rest.contains_key(*k))
-            .cloned()
-            .collect()
-    };
-    if !query_keys.is_empty() {
-        let mut pairs = url.query_pairs_mut();
-        for key in &query_keys {
-            if let Some(value) = rest.remove(key) {
-                match &value {
-                    Value::Array(items) => {
-                        for item in items {
-                            pairs.append_pair(key, &scalar_text(key, item)?);
-                        }
-                    }
-                    Value::Null => {}
-                    other => {
-                        pairs.append_pair(key, &scalar_text(key, other)?);
-                    }
-                }
+fn push_query(
+    query: &mut Vec<(String, String)>,
+    key: &str,
+    value: &Value,
+) -> Result<(), ToolError> {
+    match value {
+        Value::Null => {}
+        Value::Array(items) => {
+            for item in items {
+                query.push((key.to_string(), scalar_text(key, item)?));
             }
         }
+        Value::Object(_) => query.push((key.to_string(), value.to_string())),
+        other => query.push((key.to_string(), scalar_text(key, other)?)),
     }
-    // Body methods always carry a JSON object (`{}` when every parameter
-    // went to the path or query): providers commonly reject an empty POST.
-    let body = if method.params_in_query() {
-        None
-    } else {
-        Some(Value::Object(rest))
+    Ok(())
+}
+
+fn content_type_of(headers: &[(String, String)]) -> Option<String> {
+    headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+        .map(|(_, v)| v.clone())
+}
+
+fn encode_body(
+    encoding: Encoding,
+    value: Value,
+    headers: &[(String, String)],
+) -> Result<Body, ToolError> {
+    let octets = || content_type_of(headers).unwrap_or_else(|| "application/octet-stream".into());
+    match encoding {
+        Encoding::Json => Ok(Body::Json(value)),
+        Encoding::Form => {
+            let Value::Object(map) = value else {
+                return Err(ToolError::InvalidParams(
+                    "the form body must be an object".into(),
+                ));
+            };
+            let mut pairs = Vec::new();
+            for (k, v) in map {
+                match v {
+                    Value::Null => {}
+                    Value::String(s) => pairs.push((k, s)),
+                    Value::Array(_) | Value::Object(_) => pairs.push((k, v.to_string())),
+                    other => pairs.push((k, other.to_string())),
+                }
+            }
+            Ok(Body::Form(pairs))
+        }
+        Encoding::Raw => Ok(Body::Bytes {
+            content_type: octets(),
+            data: value_text(&value).into_bytes(),
+        }),
+        Encoding::Base64 => Ok(Body::Bytes {
+            content_type: octets(),
+            data: decode_base64("content", &value_text(&value))?,
+        }),
+        Encoding::MultipartRelated | Encoding::MultipartForm => {
+            let Value::Array(parts) = value else {
+                return Err(ToolError::InvalidParams(
+                    "the multipart body must be a list of parts".into(),
+                ));
+            };
+            let form = encoding == Encoding::MultipartForm;
+            let boundary = format!("runtime-{}", hex::encode(rand::random::<[u8; 12]>()));
+            let mut data = Vec::new();
+            for part in parts {
+                data.extend_from_slice(format!("--{boundary}\r\n").as_bytes());
+                let get = |k: &str| part.get(k).and_then(Value::as_str);
+                if form {
+                    let name = get("name").unwrap_or("file");
+                    let mut disposition = format!("form-data; name=\"{}\"", quote(name));
+                    if let Some(f) = get("filename") {
+                        disposition.push_str(&format!("; filename=\"{}\"", quote(f)));
+                    }
+                    data.extend_from_slice(
+                        format!("Content-Disposition: {disposition}\r\n").as_bytes(),
+                    );
+                }
+                let (content_type, bytes) = if let Some(j) = part.get("json") {
+                    ("application/json; charset=UTF-8".to_string(), j.to_string().into_bytes())
+                } else if let Some(t) = part.get("text") {
+                    ("text/plain; charset=UTF-8".to_string(), value_text(t).into_bytes())
+                } else if let Some(b) = part.get("base64") {
+                    (
+                        "application/octet-stream".to_string(),
+                        decode_base64("content", &value_text(b))?,
+                    )
+                } else {
+                    continue;
+                };
+                let content_type = get("contentType").map(str::to_string).unwrap_or(content_type);
+                if content_type.contains(['\r', '\n']) {
+                    return Err(ToolError::InvalidParams(
+                        "a content type must not contain line breaks".into(),
+                    ));
+                }
+                data.extend_from_slice(format!("Content-Type: {content_type}\r\n\r\n").as_bytes());
+                data.extend_from_slice(&bytes);
+                data.extend_from_slice(b"\r\n");
+            }
+            data.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+            let kind = if form { "form-data" } else { "related" };
+            Ok(Body::Bytes {
+                content_type: format!("multipart/{kind}; boundary={boundary}"),
+                data,
+            })
+        }
+    }
+}
+
+/// Escapes a multipart parameter value (quotes and line breaks).
+fn quote(text: &str) -> String {
+    text.replace(['\r', '\n'], " ").replace('"', "%22")
+}
+
+fn decode_base64(name: &str, text: &str) -> Result<Vec<u8>, ToolError> {
+    use base64::Engine as _;
+    let compact: String = text.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+    base64::engine::general_purpose::STANDARD
+        .decode(&compact)
+        .or_else(|_| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(compact.trim_end_matches('=')))
+        .map_err(|_| ToolError::InvalidParams(format!("params.{name} is not valid base64")))
+}
+
+/// Builds a `<SLUG>_PROXY` request. The path is checked so that it stays
+/// below the base URL; the host is never taken from the caller.
+fn prepare_proxy(base_url: &url::Url, params: &Map<String, Value>) -> Result<PreparedRequest, ToolError> {
+    let method = match params.get("method").and_then(Value::as_str) {
+        Some("GET") => http::Method::GET,
+        Some("POST") => http::Method::POST,
+        Some("PUT") => http::Method::PUT,
+        Some("PATCH") => http::Method::PATCH,
+        Some("DELETE") => http::Method::DELETE,
+        _ => {
+            return Err(ToolError::InvalidParams(
+                "params.method must be GET, POST, PUT, PATCH or DELETE".into(),
+            ));
+        }
+    };
+    let path = params.get("path").and_then(Value::as_str).unwrap_or_default();
+    let lower = path.to_ascii_lowercase();
+    let bad = !path.starts_with('/')
+        || path.starts_with("//")
+        || path.contains("//")
+        || path.contains(['?', '#', '\\', '@'])
+        || path.chars().any(|c| c.is_control() || c == ' ')
+        || lower.contains("%2e")
+        || lower.contains("%2f")
+        || lower.contains("%5c")
+        || path.split('/').any(|seg| seg == "." || seg == "..");
+    if bad {
+        return Err(ToolError::InvalidParams(
+            "params.path must be a path below the API base URL: starting with `/`, without `//`, `..`, `?`, `#`, `@`, backslashes or encoded dots and slashes (put query parameters in params.query)".into(),
+        ));
+    }
+    let mut url = join(base_url, path);
+    if url.host_str() != base_url.host_str() || url.port_or_known_default() != base_url.port_or_known_default() {
+        return Err(ToolError::InvalidParams("params.path must not change the host".into()));
+    }
+    if let Some(q) = params.get("query").and_then(Value::as_object) {
+        let mut pairs = Vec::new();
+        for (k, v) in q {
+            push_query(&mut pairs, k, v)?;
+        }
+        if !pairs.is_empty() {
+            url.query_pairs_mut().extend_pairs(pairs.iter());
+        }
+    }
+    let mut headers = Vec::new();
+    if let Some(h) = params.get("headers").and_then(Value::as_object) {
+        for (name, value) in h {
+            let value = value.as_str().unwrap_or_default();
+            let forbidden = is_credential_header(name)
+                || ["content-length", "transfer-encoding", "connection", "te", "upgrade"]
+                    .iter()
+                    .any(|f| name.eq_ignore_ascii_case(f));
+            if forbidden
+                || http::HeaderName::from_bytes(name.as_bytes()).is_err()
+                || http::HeaderValue::from_str(value).is_err()
+            {
+                return Err(ToolError::InvalidParams(format!(
+                    "params.headers.{name} is not allowed (credential, hop-by-hop or malformed header)"
+                )));
+            }
+            headers.push((name.clone(), value.to_string()));
+        }
+    }
+    let body = match (&method, params.get("body")) {
+        (&http::Method::GET | &http::Method::DELETE, Some(b)) if !b.is_null() => {
+            return Err(ToolError::InvalidParams(
+                "params.body is only for POST, PUT and PATCH".into(),
+            ));
+        }
+        (&http::Method::GET | &http::Method::DELETE, _) => None,
+        (_, Some(b)) => Some(Body::Json(b.clone())),
+        (_, None) => Some(Body::Json(Value::Object(Map::new()))),
     };
     Ok(PreparedRequest {
-        method: method.as_http(),
+        idempotent: method == http::Method::GET,
+        method,
         url,
+        headers,
         body,
     })
 }
@@ -149,6 +443,39 @@ impl From<ToolError> for SendError {
     }
 }
 
+/// A provider's successful answer.
+#[derive(Debug)]
+pub struct Answer {
+    /// The body as JSON (a string if it is not JSON, null if empty).
+    pub value: Value,
+    /// Response headers (for `Link` pagination).
+    pub headers: http::HeaderMap,
+}
+
+impl SendError {
+    /// Whether an idempotent request may be sent again after this: the
+    /// provider was unreachable, failed temporarily, or asked for a short
+    /// pause.
+    pub fn retryable(&self) -> Option<Duration> {
+        match self {
+            SendError::Tool(ToolError::Unavailable(m)) if !m.contains("more than") => {
+                Some(Duration::ZERO)
+            }
+            SendError::Tool(ToolError::Upstream { status: 500 | 502 | 503 | 504, .. }) => {
+                Some(Duration::ZERO)
+            }
+            SendError::Tool(ToolError::RateLimited { retry_after_ms }) if *retry_after_ms <= MAX_RETRY_WAIT_MS => {
+                Some(Duration::from_millis(*retry_after_ms))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Longest `Retry-After` the host waits out itself for an idempotent call;
+/// longer ones are returned to the function as `rate-limited`.
+const MAX_RETRY_WAIT_MS: u64 = 2_000;
+
 /// Sends a prepared request with the credential and maps the answer.
 #[instrument(skip_all, fields(connector = %connector.spec.slug, method = %request.method, path = %request.url.path()))]
 pub async fn send(
@@ -157,10 +484,13 @@ pub async fn send(
     connector: &Connector,
     request: &PreparedRequest,
     credential: &Secret,
-) -> Result<Value, SendError> {
+) -> Result<Answer, SendError> {
     policy.check_url(&request.url).map_err(ToolError::Denied)?;
     let mut builder = client.request(request.method.clone(), request.url.clone());
     for (name, value) in &connector.spec.headers {
+        builder = builder.header(name, value);
+    }
+    for (name, value) in &request.headers {
         builder = builder.header(name, value);
     }
     builder = match &connector.spec.auth {
@@ -168,9 +498,23 @@ pub async fn send(
         AuthScheme::Header { name, prefix } => {
             builder.header(name, format!("{prefix}{}", credential.expose()))
         }
+        AuthScheme::Basic => {
+            let (user, password) = credential
+                .expose()
+                .split_once(':')
+                .unwrap_or((credential.expose(), ""));
+            builder.basic_auth(user, Some(password))
+        }
     };
-    if let Some(body) = &request.body {
-        builder = builder.json(body);
+    match &request.body {
+        None => {}
+        Some(Body::Json(v)) => builder = builder.json(v),
+        Some(Body::Form(pairs)) => builder = builder.form(pairs),
+        Some(Body::Bytes { content_type, data }) => {
+            builder = builder
+                .header(http::header::CONTENT_TYPE, content_type)
+                .body(data.clone());
+        }
     }
     let mut response = builder.send().await.map_err(|e| {
         // reqwest errors carry the URL, never headers; keep only the kind.
@@ -184,12 +528,14 @@ pub async fn send(
         ToolError::Unavailable(format!("{}: {what}", connector.spec.display_name))
     })?;
     let status = response.status();
-    let retry_after = response
-        .headers()
+    let headers = response.headers().clone();
+    let retry_after = headers
         .get(http::header::RETRY_AFTER)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok())
         .map(Duration::from_secs);
+    let retry_after_ms =
+        u64::try_from(retry_after.unwrap_or(DEFAULT_RETRY_AFTER).as_millis()).unwrap_or(u64::MAX);
 
     let mut body = Vec::new();
     loop {
@@ -218,16 +564,31 @@ pub async fn send(
 
     if status.is_success() {
         if text.trim().is_empty() {
-            return Ok(Value::Null);
+            return Ok(Answer {
+                value: Value::Null,
+                headers,
+            });
         }
-        return Ok(serde_json::from_str(&text).unwrap_or(Value::String(text)));
+        let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        if let Some(errors) = &connector.spec.errors
+            && let Some(message) = failure_in_answer(errors, &value)
+        {
+            if errors.unauthorized.iter().any(|m| *m == message) {
+                return Err(SendError::Unauthorized);
+            }
+            if errors.rate_limited.iter().any(|m| *m == message) {
+                return Err(ToolError::RateLimited { retry_after_ms }.into());
+            }
+            return Err(ToolError::Upstream {
+                status: status.as_u16(),
+                body: truncate(&message, MAX_ERROR_BODY),
+            }
+            .into());
+        }
+        return Ok(Answer { value, headers });
     }
     match status.as_u16() {
-        429 => Err(ToolError::RateLimited {
-            retry_after_ms: u64::try_from(retry_after.unwrap_or(DEFAULT_RETRY_AFTER).as_millis())
-                .unwrap_or(u64::MAX),
-        }
-        .into()),
+        429 => Err(ToolError::RateLimited { retry_after_ms }.into()),
         401 => Err(SendError::Unauthorized),
         code => Err(ToolError::Upstream {
             status: code,
@@ -235,6 +596,139 @@ pub async fn send(
         }
         .into()),
     }
+}
+
+/// The failure message of a 2xx answer that reports one.
+fn failure_in_answer(errors: &ErrorsSpec, value: &Value) -> Option<String> {
+    let message_at = |v: &Value, default: &str| -> String {
+        let pointer = errors.message_pointer.as_deref().unwrap_or(default);
+        match v.pointer(pointer) {
+            Some(Value::String(s)) => s.clone(),
+            Some(other) => other.to_string(),
+            None => v.to_string(),
+        }
+    };
+    if let Some(p) = &errors.ok_pointer
+        && value.pointer(p) == Some(&Value::Bool(false))
+    {
+        return Some(message_at(value, "/error"));
+    }
+    if let Some(p) = &errors.errors_pointer
+        && let Some(Value::Array(list)) = value.pointer(p)
+        && let Some(first) = list.first()
+    {
+        return Some(message_at(first, "/message"));
+    }
+    None
+}
+
+/// Where the next page is.
+#[derive(Debug)]
+pub enum NextPage {
+    /// Send the tool again with these params.
+    Params(Map<String, Value>),
+    /// Fetch this URL (same origin as the first request).
+    Url(url::Url),
+}
+
+/// The items of one page.
+pub fn page_items<'a>(pagination: &Pagination, value: &'a Value) -> Option<&'a Vec<Value>> {
+    value.pointer(pagination.items()).and_then(Value::as_array)
+}
+
+/// Works out the next page from a page's answer, or `None` at the end.
+pub fn next_page(
+    pagination: &Pagination,
+    params: &Map<String, Value>,
+    request: &PreparedRequest,
+    answer: &Answer,
+) -> Option<NextPage> {
+    let count = page_items(pagination, &answer.value).map_or(0, Vec::len);
+    let same_origin = |url: url::Url| -> Option<NextPage> {
+        (url.origin() == request.url.origin()).then_some(NextPage::Url(url))
+    };
+    match pagination {
+        Pagination::Cursor {
+            cursor_param,
+            next_cursor,
+            ..
+        } => {
+            let cursor = answer.value.pointer(next_cursor)?;
+            let usable = match cursor {
+                Value::String(s) => !s.is_empty(),
+                Value::Number(_) => true,
+                _ => false,
+            };
+            if !usable || count == 0 {
+                return None;
+            }
+            let mut next = params.clone();
+            next.insert(cursor_param.clone(), cursor.clone());
+            Some(NextPage::Params(next))
+        }
+        Pagination::Link { .. } => {
+            let header = answer.headers.get_all(http::header::LINK);
+            let next = header
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .find(|link| {
+                    link.split(';')
+                        .skip(1)
+                        .any(|p| matches!(p.trim(), "rel=\"next\"" | "rel=next"))
+                })?;
+            let target = next.split(';').next()?.trim();
+            let target = target.strip_prefix('<')?.strip_suffix('>')?;
+            same_origin(request.url.join(target).ok()?)
+        }
+        Pagination::NextUrl { next_url, .. } => {
+            let target = answer.value.pointer(next_url)?.as_str()?;
+            if target.is_empty() {
+                return None;
+            }
+            same_origin(request.url.join(target).ok()?)
+        }
+        Pagination::Offset {
+            offset_param,
+            limit_param,
+            default_limit,
+            ..
+        } => {
+            let limit = params
+                .get(limit_param)
+                .and_then(Value::as_u64)
+                .unwrap_or(*default_limit);
+            if count == 0 || (count as u64) < limit {
+                return None;
+            }
+            let offset = params.get(offset_param).and_then(Value::as_u64).unwrap_or(0);
+            let mut next = params.clone();
+            next.insert(offset_param.clone(), Value::from(offset + count as u64));
+            Some(NextPage::Params(next))
+        }
+        Pagination::Page { page_param, .. } => {
+            if count == 0 {
+                return None;
+            }
+            let page = params.get(page_param).and_then(Value::as_u64).unwrap_or(1);
+            let mut next = params.clone();
+            next.insert(page_param.clone(), Value::from(page + 1));
+            Some(NextPage::Params(next))
+        }
+    }
+}
+
+/// The first page's answer with the items of every page at its items
+/// pointer.
+pub fn merge_pages(pagination: &Pagination, mut first: Value, items: Vec<Value>) -> Value {
+    let pointer = pagination.items();
+    if pointer.is_empty() {
+        return Value::Array(items);
+    }
+    if let Some(slot) = first.pointer_mut(pointer) {
+        *slot = Value::Array(items);
+    }
+    first
 }
 
 /// Removes any echo of the credential from provider text before it reaches a
