@@ -52,3 +52,16 @@ ensure_oauth_peer() {
   echo "==> installing the OAuth test peer in $dir (npm ci)"
   (cd "$dir" && npm ci --no-audit --no-fund)
 }
+
+# GitHub's official OpenAPI description (npm @octokit/openapi, pinned by the
+# lockfile in tests/openapi), which the catalog test checks the GitHub tools
+# against.
+ensure_openapi_descriptions() {
+  local dir=tests/openapi
+  if [ -f "$dir/node_modules/.package-lock.json" ] &&
+    ! [ "$dir/package-lock.json" -nt "$dir/node_modules/.package-lock.json" ]; then
+    return 0
+  fi
+  echo "==> installing providers' API descriptions in $dir (npm ci)"
+  (cd "$dir" && npm ci --no-audit --no-fund)
+}

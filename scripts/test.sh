@@ -11,6 +11,8 @@ ensure_wasm_target
 build_guests functions
 build_guests tests/guests
 ensure_oauth_peer
+ensure_openapi_descriptions
+export CATALOG_REQUIRE_OPENAPI=1
 
 echo "==> cargo test"
 # The end-to-end tests run the real `runtime` binary; cargo only builds a

@@ -83,6 +83,10 @@ pub struct ToolInfo {
     pub parameters: Value,
     /// Required scopes.
     pub scopes: Vec<String>,
+    /// Whether repeating the call is harmless (only such calls are retried).
+    pub idempotent: bool,
+    /// Whether the tool takes `maxPages` to collect several pages.
+    pub paginated: bool,
 }
 
 /// The outcome of one call, with its audit id.
@@ -207,7 +211,7 @@ pub struct Broker {
     /// Custom connectors per app, compiled once and dropped on change.
     custom: RwLock<HashMap<String, Arc<Catalog>>>,
     pub(crate) policy: EgressPolicy,
-    client: reqwest::Client,
+    pub(crate) client: reqwest::Client,
     /// Token, revocation and account requests (same pool and policy).
     pub(crate) token_http: TokenHttp,
     /// Names this process as a refresh lease holder.
@@ -911,6 +915,8 @@ impl Broker {
                         description: tool.spec.description.clone(),
                         parameters: tool.spec.parameters.clone(),
                         scopes: tool.spec.scopes.clone(),
+                        idempotent: tool.spec.idempotent,
+                        paginated: tool.spec.pagination.is_some(),
                     });
                 }
             }
@@ -1020,6 +1026,8 @@ impl Broker {
         let mut record = existing.unwrap_or_else(|| ToolkitRecord {
             app: app.to_string(),
             toolkit: req.toolkit.clone(),
+            // A bot or service account serves everyone unless told otherwise.
+            shared: connector.spec.kind == crate::catalog::ConnectorKind::Shared,
             ..ToolkitRecord::default()
         });
         record.enabled = true;

@@ -141,6 +141,10 @@ pub enum Pagination {
         /// Informational: where the tool sends the cursor param.
         #[serde(default, rename = "in", skip_serializing_if = "Option::is_none")]
         location: Option<String>,
+        /// JSON pointer to a boolean that is `false` on the last page
+        /// (`/has_more`), for providers that hand out a cursor anyway.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        has_more: Option<String>,
     },
     /// RFC 8288 `Link: <…>; rel="next"` headers.
     Link {
@@ -166,6 +170,10 @@ pub enum Pagination {
         items: String,
         /// The page param.
         page_param: String,
+        /// The number of the first page (1 unless the provider counts from
+        /// 0).
+        #[serde(default = "one")]
+        first_page: u64,
     },
     /// The answer holds the next page's URL.
     #[serde(rename_all = "camelCase")]
@@ -188,6 +196,10 @@ impl Pagination {
             | Pagination::NextUrl { items, .. } => items,
         }
     }
+}
+
+fn one() -> u64 {
+    1
 }
 
 /// Most pages one call may collect with `maxPages`.
@@ -785,9 +797,13 @@ fn check_tool(tool: &ToolSpec, path_params: &[String]) -> Result<(), String> {
             Pagination::Cursor {
                 cursor_param,
                 next_cursor,
+                has_more,
                 ..
             } => {
                 check_pointer(next_cursor)?;
+                if let Some(p) = has_more {
+                    check_pointer(p)?;
+                }
                 used.insert(cursor_param.clone());
             }
             Pagination::Offset {
@@ -884,6 +900,53 @@ fn proxy_tool(
         proxy: true,
         validator,
     })
+}
+
+/// How well a connector matches a search: `None` when some word of the
+/// query matches nothing; otherwise higher is better. Every word must match
+/// the slug, name, categories, description or a tool's name or description.
+pub fn search_score(spec: &ConnectorSpec, query: &str) -> Option<u32> {
+    let words: Vec<String> = query
+        .split(|c: char| c.is_whitespace() || c == ',')
+        .filter(|w| !w.is_empty())
+        .map(str::to_lowercase)
+        .collect();
+    if words.is_empty() {
+        return Some(0);
+    }
+    let name = spec.display_name.to_lowercase();
+    let description = spec.description.to_lowercase();
+    let mut total = 0u32;
+    for word in &words {
+        let upper = word.to_uppercase();
+        let mut score = 0u32;
+        if spec.slug == *word || name == *word {
+            score += 100;
+        } else if spec.slug.starts_with(word.as_str()) || name.starts_with(word.as_str()) {
+            score += 60;
+        } else if spec.slug.contains(word.as_str()) || name.contains(word.as_str()) {
+            score += 40;
+        }
+        if spec.categories.iter().any(|c| c.eq_ignore_ascii_case(word)) {
+            score += 30;
+        }
+        if description.contains(word.as_str()) {
+            score += 10;
+        }
+        let tool_hits = spec
+            .tools
+            .iter()
+            .filter(|t| {
+                t.name.contains(upper.as_str()) || t.description.to_lowercase().contains(word.as_str())
+            })
+            .count();
+        score += u32::try_from(tool_hits.min(5)).unwrap_or(5) * 4;
+        if score == 0 {
+            return None;
+        }
+        total += score;
+    }
+    Some(total)
 }
 
 /// Headers that carry credentials: never declared in a catalog, never set by

@@ -649,15 +649,39 @@ impl Broker {
         let Some(path) = &spec.account_path else {
             return AccountInfo::default();
         };
-        let Ok(base) = self.api_base_url(connector, record) else {
+        let Ok(mut base) = self.api_base_url(connector, record) else {
             return AccountInfo::default();
         };
+        if let Some(instance) = &tokens.instance_url {
+            let _ = base.set_scheme(instance.scheme());
+            let _ = base.set_host(instance.host_str());
+            let _ = base.set_port(instance.port());
+        }
         let mut url = base.clone();
         url.set_path(&format!("{}{}", base.path().trim_end_matches('/'), path));
-        let Some(answer) = OAuthClient::account(&self.token_http, url, &tokens.access_token).await
-        else {
-            tracing::info!(app, toolkit = %connector.spec.slug, "account description unavailable");
-            return AccountInfo::default();
+        // Sent like a tool call: the connector's credential form and headers
+        // (Notion-Version, ClickUp's bare token), under the egress policy.
+        let request = crate::tools::PreparedRequest {
+            method: http::Method::GET,
+            url,
+            headers: vec![("Accept".into(), "application/json".into())],
+            body: None,
+            idempotent: true,
+        };
+        let answer = match crate::tools::send(
+            &self.client,
+            &self.policy,
+            connector,
+            &request,
+            &tokens.access_token,
+        )
+        .await
+        {
+            Ok(a) if a.value.is_object() || a.value.is_array() => a.value,
+            _ => {
+                tracing::info!(app, toolkit = %connector.spec.slug, "account description unavailable");
+                return AccountInfo::default();
+            }
         };
         let text = |pointer: &Option<String>| {
             pointer

@@ -524,30 +524,6 @@ impl OAuthClient {
             )))
         }
     }
-
-    /// Fetches the connected account's description with a fresh access
-    /// token (best effort; `None` on any failure).
-    pub async fn account(
-        http: &TokenHttp,
-        url: url::Url,
-        access_token: &Secret,
-    ) -> Option<serde_json::Value> {
-        let request = http::Request::builder()
-            .method(http::Method::GET)
-            .uri(url.as_str())
-            .header(http::header::ACCEPT, "application/json")
-            .header(
-                http::header::AUTHORIZATION,
-                format!("Bearer {}", access_token.expose()),
-            )
-            .body(Vec::new())
-            .ok()?;
-        let response = http.send(request).await.ok()?;
-        if !response.status().is_success() {
-            return None;
-        }
-        serde_json::from_slice(response.body()).ok()
-    }
 }
 
 #[cfg(test)]

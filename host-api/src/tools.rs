@@ -129,7 +129,9 @@ pub fn prepare(
             if let Some(v) = render(t, &vars) {
                 let text = match &v {
                     Value::String(s) => s.clone(),
-                    other => other.to_string(),
+                    // JSON in a header (Dropbox-API-Arg) must be ASCII:
+                    // everything else is sent as \u escapes.
+                    other => ascii_json(other),
                 };
                 if http::HeaderValue::from_str(&text).is_err() {
                     return Err(ToolError::InvalidParams(format!(
@@ -224,6 +226,23 @@ fn push_query(
         other => query.push((key.to_string(), scalar_text(key, other)?)),
     }
     Ok(())
+}
+
+/// Compact JSON with every non-ASCII character as a `\uXXXX` escape.
+fn ascii_json(value: &Value) -> String {
+    let text = value.to_string();
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_ascii() {
+            out.push(c);
+        } else {
+            let mut units = [0u16; 2];
+            for unit in c.encode_utf16(&mut units) {
+                out.push_str(&format!("\\u{unit:04x}"));
+            }
+        }
+    }
+    out
 }
 
 fn content_type_of(headers: &[(String, String)]) -> Option<String> {
@@ -651,8 +670,14 @@ pub fn next_page(
         Pagination::Cursor {
             cursor_param,
             next_cursor,
+            has_more,
             ..
         } => {
+            if let Some(p) = has_more
+                && answer.value.pointer(p) == Some(&Value::Bool(false))
+            {
+                return None;
+            }
             let cursor = answer.value.pointer(next_cursor)?;
             let usable = match cursor {
                 Value::String(s) => !s.is_empty(),
@@ -706,11 +731,18 @@ pub fn next_page(
             next.insert(offset_param.clone(), Value::from(offset + count as u64));
             Some(NextPage::Params(next))
         }
-        Pagination::Page { page_param, .. } => {
+        Pagination::Page {
+            page_param,
+            first_page,
+            ..
+        } => {
             if count == 0 {
                 return None;
             }
-            let page = params.get(page_param).and_then(Value::as_u64).unwrap_or(1);
+            let page = params
+                .get(page_param)
+                .and_then(Value::as_u64)
+                .unwrap_or(*first_page);
             let mut next = params.clone();
             next.insert(page_param.clone(), Value::from(page + 1));
             Some(NextPage::Params(next))

@@ -545,33 +545,53 @@ pub struct CatalogQuery {
     toolkit: Option<String>,
 }
 
-/// `GET /v1/{appId}/integrations/available?search=`.
+/// `GET /v1/{appId}/integrations/available?search=`: built-in and custom
+/// connectors, best match first (every word must match the name,
+/// categories, description or a tool).
 pub async fn available(
     Admin { app, state }: Admin,
     Query(q): Query<CatalogQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let needle = q.search.unwrap_or_default().to_lowercase();
+    let query = q.search.unwrap_or_default();
+    if query.len() > 200 {
+        return Err(ApiError::bad_request(
+            "search is limited to 200 characters; use a few words such as `email` or `crm`",
+        ));
+    }
     let custom = state.store.list_connectors(&app).await?;
+    let configured: Vec<String> = state
+        .store
+        .list_toolkits(&app)
+        .await?
+        .into_iter()
+        .filter(|t| t.enabled)
+        .map(|t| t.toolkit)
+        .collect();
     let builtin = state
         .broker
         .builtin()
         .connectors()
         .map(|c| (&c.spec, false));
-    let all: Vec<Value> = builtin
+    let mut ranked: Vec<(u32, Value)> = builtin
         .chain(custom.iter().map(|s| (s, true)))
-        .filter(|(s, _)| {
-            needle.is_empty()
-                || s.slug.contains(&needle)
-                || s.display_name.to_lowercase().contains(&needle)
-                || s.description.to_lowercase().contains(&needle)
-        })
-        .map(|(s, custom)| {
-            json!({
-                "toolkit": s.slug, "displayName": s.display_name, "description": s.description,
-                "apiBaseUrl": s.api_base_url, "custom": custom, "tools": s.tools.len(),
-            })
+        .filter_map(|(s, custom)| {
+            let score = host_api::catalog::search_score(s, &query)?;
+            Some((
+                score,
+                json!({
+                    "toolkit": s.slug, "displayName": s.display_name, "description": s.description,
+                    "categories": s.categories, "kind": s.kind,
+                    "auth": if s.oauth.is_some() { "oauth" } else { "api_key" },
+                    "apiBaseUrl": s.api_base_url, "custom": custom,
+                    "configured": configured.contains(&s.slug),
+                    // The generated <SLUG>_PROXY tool counts too.
+                    "tools": s.tools.len() + 1,
+                }),
+            ))
         })
         .collect();
+    ranked.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1["toolkit"].as_str().cmp(&b.1["toolkit"].as_str())));
+    let all: Vec<Value> = ranked.into_iter().map(|(_, v)| v).collect();
     Ok(Json(json!({ "toolkits": all })))
 }
 

@@ -223,6 +223,12 @@ pub struct ServeArgs {
     /// every served app at start.
     #[arg(long, env = "RUNTIME_CONNECTORS_DIR")]
     pub connectors_dir: Option<PathBuf>,
+    /// File (JSON or TOML) pointing built-in connectors at other hosts for
+    /// this deployment: `{"github": {"apiBaseUrl": "https://ghe.example.com/api/v3",
+    /// "authorizeUrl": ..., "tokenUrl": ...}}` (GitHub Enterprise, regional
+    /// hosts, local fakes). See docs/connectors.md.
+    #[arg(long, env = "RUNTIME_CONNECTOR_OVERRIDES")]
+    pub connector_overrides: Option<PathBuf>,
     /// Brokered tool calls per second per app, bursts of twice that
     /// (0: unlimited).
     #[arg(long, env = "RUNTIME_RATE_LIMIT_APP", default_value_t = 200)]
@@ -683,6 +689,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         keep_alive_after: Duration::from_secs(args.keep_alive_after_secs),
         keep_alive_every: Duration::from_secs(args.keep_alive_every_secs),
         connectors_dir: args.connectors_dir.clone(),
+        connector_overrides: args.connector_overrides.clone(),
         rate_limit_app: args.rate_limit_app,
         rate_limit_user: args.rate_limit_user,
     };

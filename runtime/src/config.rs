@@ -3,11 +3,12 @@
 //! message saying how to fix it.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context as _, bail};
-use host_api::catalog::Catalog;
+use host_api::catalog::{Catalog, ConnectorOverride};
 use host_api::crypto::Keyring;
 use host_api::egress::EgressPolicy;
 use host_api::ratelimit::{Quota, RateLimits};
@@ -62,6 +63,9 @@ pub struct ServeConfig {
     /// Custom connector definitions (`*.json`) installed for every app at
     /// start.
     pub connectors_dir: Option<PathBuf>,
+    /// Deployment overrides of built-in connectors' endpoints (JSON or
+    /// TOML file).
+    pub connector_overrides: Option<PathBuf>,
     /// Tool calls per second per app (0: unlimited).
     pub rate_limit_app: u32,
     /// Tool calls per second per end user (0: unlimited).
@@ -217,10 +221,27 @@ impl ServeConfig {
             None => store.put_meta(KEY_CHECK, &key.key_check()?).await?,
         }
 
-        let catalog = Catalog::builtin().context("built-in connector catalog")?;
         let policy = EgressPolicy {
             allow_private: self.allow_insecure_upstreams,
         };
+        let overrides = match &self.connector_overrides {
+            Some(path) => load_overrides(path)?,
+            None => BTreeMap::new(),
+        };
+        let catalog = Catalog::builtin_with(&overrides).context("built-in connector catalog")?;
+        for slug in overrides.keys() {
+            let Some(connector) = catalog.connector(slug) else {
+                continue;
+            };
+            let urls = std::iter::once(&connector.base_url)
+                .chain(connector.base_urls.values())
+                .chain(connector.oauth.iter().flat_map(|o| o.all()));
+            for url in urls {
+                policy.check_url(url).map_err(|e| {
+                    anyhow::anyhow!("connector overrides: `{slug}` endpoint {url}: {e}")
+                })?;
+            }
+        }
         let broker = Arc::new(
             Broker::new(store.clone(), key.clone(), Arc::new(catalog), policy)
                 .map_err(anyhow::Error::msg)?,
@@ -325,4 +346,17 @@ impl ServeConfig {
             new_keys,
         })
     }
+}
+
+/// Reads `--connector-overrides`: a map from connector slug to replacement
+/// endpoints, in JSON or (by the `.toml` extension) TOML.
+fn load_overrides(path: &Path) -> anyhow::Result<BTreeMap<String, ConnectorOverride>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading connector overrides {}", path.display()))?;
+    let parsed = if path.extension().is_some_and(|e| e == "toml") {
+        toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
+    } else {
+        serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
+    };
+    Ok(parsed)
 }

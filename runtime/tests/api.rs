@@ -34,6 +34,7 @@ async fn start(dir: &std::path::Path, allow_insecure: bool) -> Arc<AppState> {
         keep_alive_after: std::time::Duration::from_secs(3600),
         keep_alive_every: std::time::Duration::from_secs(3600),
         connectors_dir: None,
+        connector_overrides: None,
         rate_limit_app: 0,
         rate_limit_user: 0,
     };
