@@ -1237,12 +1237,27 @@ mod tests {
         s.slug = "Bad Slug".into();
         assert!(Connector::compile(s).is_err());
         let mut s = base();
-        s.tools[0].parameters = serde_json::json!({"type": 12});
+        s.tools[0].parameters =
+            serde_json::json!({"type": "object", "properties": {"a": {"type": 12}}});
         assert!(
             Connector::compile(s)
                 .unwrap_err()
                 .message
                 .contains("JSON Schema")
         );
+        // With an explicit request, a declared param nothing uses is a bug.
+        let mut s = base();
+        s.tools[0].parameters = serde_json::json!({"type": "object", "properties": {"id": {"type": "string"}, "q": {"type": "string"}}});
+        s.tools[0].request = Some(RequestSpec {
+            query: Some(serde_json::Map::new()),
+            ..RequestSpec::default()
+        });
+        assert!(Connector::compile(s).unwrap_err().message.contains("\"q\""));
+        // The proxy name is reserved, and generated.
+        let mut s = base();
+        s.tools[0].name = "ACME_PROXY".into();
+        assert!(Connector::compile(s).is_err());
+        let c = Connector::compile(base()).unwrap();
+        assert!(c.tools.get("ACME_PROXY").is_some_and(|t| t.proxy));
     }
 }

@@ -530,6 +530,7 @@ impl OAuthClient {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use std::sync::{Arc, Mutex};
 
     fn spec() -> OAuthSpec {
         serde_json::from_value(serde_json::json!({
@@ -620,6 +621,88 @@ mod tests {
         let mut c = client();
         c.token_url = canned(status, body).await;
         c.refresh(&http, &spec(), &Secret::new("rt")).await
+    }
+
+    /// A token endpoint that answers `body` and keeps what it was sent.
+    async fn capturing(body: &'static str) -> (url::Url, Arc<Mutex<Vec<u8>>>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let keep = seen.clone();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let mut buf = vec![0u8; 16 * 1024];
+                let n = socket.read(&mut buf).await.unwrap_or(0);
+                keep.lock().unwrap().extend_from_slice(&buf[..n]);
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = socket.write_all(answer.as_bytes()).await;
+            }
+        });
+        (format!("http://{addr}/token").parse().unwrap(), seen)
+    }
+
+    fn dialect_spec(pointer: Option<&str>) -> OAuthSpec {
+        let mut spec = spec();
+        spec.client_id_param = "client_key".into();
+        spec.scope_separator = ",".into();
+        spec.token_pointer = pointer.map(str::to_string);
+        spec.instance_url = Some(crate::catalog::InstanceUrlSpec {
+            field: "instance_url".into(),
+            host_suffixes: vec![".salesforce.com".into()],
+        });
+        spec
+    }
+
+    #[tokio::test]
+    async fn provider_dialects_are_translated() {
+        let policy = EgressPolicy {
+            allow_private: true,
+        };
+        let http = TokenHttp::new(policy.client().unwrap(), policy);
+        // Slack's user token sits under `authed_user`; the client id goes
+        // as `client_key` (TikTok); Salesforce names its instance host.
+        let (url, seen) = capturing(
+            r#"{"ok":true,"instance_url":"https://acme.my.salesforce.com","authed_user":{"access_token":"xoxp-1","token_type":"bearer","scope":"chat:write,users:read"}}"#,
+        )
+        .await;
+        let mut c = client();
+        c.client_auth = ClientAuth::ClientSecretPost;
+        c.client_id_param = "client_key".into();
+        c.token_url = url;
+        let spec = dialect_spec(Some("/authed_user"));
+        let tokens = c.refresh(&http, &spec, &Secret::new("rt")).await.unwrap();
+        assert_eq!(tokens.access_token.expose(), "xoxp-1");
+        assert_eq!(
+            tokens.scopes.unwrap(),
+            vec!["chat:write".to_string(), "users:read".to_string()]
+        );
+        assert_eq!(
+            tokens.instance_url.unwrap().as_str(),
+            "https://acme.my.salesforce.com/"
+        );
+        let sent = String::from_utf8_lossy(&seen.lock().unwrap()).to_string();
+        assert!(sent.contains("client_key=cid"), "{sent}");
+        assert!(!sent.contains("client_id="), "{sent}");
+
+        // An instance host outside the declared suffixes is ignored.
+        let (url, _) = capturing(
+            r#"{"access_token":"a","token_type":"bearer","instance_url":"https://evil.example.com"}"#,
+        )
+        .await;
+        c.token_url = url;
+        let tokens = c.refresh(&http, &spec, &Secret::new("rt")).await.unwrap();
+        assert!(tokens.instance_url.is_none());
+
+        let redirect: url::Url = "https://rt.example.com/cb".parse().unwrap();
+        let start = c.authorize(&spec, &redirect, &["a".into(), "b".into()]);
+        let pairs: Vec<(String, String)> = start.url.query_pairs().into_owned().collect();
+        assert!(pairs.contains(&("client_key".into(), "cid".into())));
+        assert!(pairs.contains(&("scope".into(), "a,b".into())));
+        assert!(!pairs.iter().any(|(k, _)| k == "client_id"));
     }
 
     #[tokio::test]

@@ -806,7 +806,7 @@ mod tests {
         .unwrap();
         assert_eq!(req.url.host_str(), Some("api.github.com"));
         assert_eq!(req.url.path(), "/repos/a%2F..%2F..%2Fx%3Fy%23/r/issues");
-        assert_eq!(req.body, Some(json!({"title": "t"})));
+        assert_eq!(req.body, Some(Body::Json(json!({"title": "t"}))));
         assert!(matches!(
             prepare(t, &c.base_url, &map(json!({"owner": "..", "repo": "r"}))),
             Err(ToolError::InvalidParams(_))
@@ -829,6 +829,62 @@ mod tests {
             "https://ghe.example.com/api/v3/repos/o/r/issues?per_page=5&state=open"
         );
         assert!(req.body.is_none());
+    }
+
+    #[test]
+    fn json_headers_are_ascii() {
+        assert_eq!(
+            ascii_json(&json!({"path": "/Résumé 😀.txt"})),
+            r#"{"path":"/R\u00e9sum\u00e9 \ud83d\ude00.txt"}"#
+        );
+    }
+
+    #[test]
+    fn link_headers_lead_to_the_next_page_on_the_same_origin_only() {
+        let pagination = Pagination::Link { items: String::new() };
+        let request = PreparedRequest {
+            method: http::Method::GET,
+            url: "https://api.github.com/repos/o/r/issues".parse().unwrap(),
+            headers: vec![],
+            body: None,
+            idempotent: true,
+        };
+        let answer = |link: &str| {
+            let mut headers = http::HeaderMap::new();
+            headers.insert(http::header::LINK, link.parse().unwrap());
+            Answer {
+                value: json!([1]),
+                headers,
+            }
+        };
+        let next = next_page(
+            &pagination,
+            &Map::new(),
+            &request,
+            &answer(r#"<https://api.github.com/repositories/1/issues?page=2>; rel="next", <https://api.github.com/repositories/1/issues?page=9>; rel="last""#),
+        );
+        assert!(matches!(next, Some(NextPage::Url(u)) if u.as_str() == "https://api.github.com/repositories/1/issues?page=2"));
+        let elsewhere = next_page(
+            &pagination,
+            &Map::new(),
+            &request,
+            &answer(r#"<https://evil.example/steal>; rel="next""#),
+        );
+        assert!(elsewhere.is_none());
+    }
+
+    #[test]
+    fn proxy_paths_stay_below_the_base() {
+        let catalog = Catalog::builtin().unwrap();
+        let (c, t) = catalog.tool("GITHUB_PROXY").unwrap();
+        let ok = prepare(t, &c.base_url, &map(json!({"method": "GET", "path": "/user/repos", "query": {"per_page": 2}}))).unwrap();
+        assert_eq!(ok.url.as_str(), "https://api.github.com/user/repos?per_page=2");
+        for bad in ["//evil.example/x", "/a/../b", "/a/%2E%2E/b", "/a%2fb", "/a\\b", "/x?y=1", "/@evil.example", "/a b"] {
+            assert!(
+                prepare(t, &c.base_url, &map(json!({"method": "GET", "path": bad}))).is_err(),
+                "{bad} was accepted"
+            );
+        }
     }
 
     #[test]
