@@ -590,7 +590,10 @@ pub async fn available(
             ))
         })
         .collect();
-    ranked.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1["toolkit"].as_str().cmp(&b.1["toolkit"].as_str())));
+    ranked.sort_by(|a, b| {
+        b.0.cmp(&a.0)
+            .then_with(|| a.1["toolkit"].as_str().cmp(&b.1["toolkit"].as_str()))
+    });
     let all: Vec<Value> = ranked.into_iter().map(|(_, v)| v).collect();
     Ok(Json(json!({ "toolkits": all })))
 }
@@ -614,6 +617,11 @@ pub async fn tools(
     let mut tools = state.broker.list_tools(&admin_invocation(&app)).await?;
     if let Some(t) = &q.toolkit {
         tools.retain(|tool| &tool.toolkit == t);
+        if tools.is_empty() {
+            return Err(ApiError::not_found(format!(
+                "no toolkit `{t}`; GET /v1/{app}/integrations/available lists them"
+            )));
+        }
     }
     Ok(Json(json!({ "tools": tools })))
 }

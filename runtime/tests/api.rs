@@ -584,3 +584,198 @@ async fn versions_are_listed_and_rolled_back_with_errors_that_name_the_fix() {
     let left = std::fs::read_dir(&artifacts).unwrap().count();
     assert_eq!(left, 0, "artifacts left after removing every function");
 }
+
+#[tokio::test]
+async fn the_catalog_is_searchable_and_lists_tools_with_schemas() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = start(dir.path(), false).await;
+    let names = |v: &Value| -> Vec<String> {
+        v["toolkits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["toolkit"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let (status, all) = admin(&state, "GET", "/v1/app1/integrations/available", None).await;
+    assert_eq!(status, StatusCode::OK);
+    let every = names(&all);
+    for slug in [
+        "gmail",
+        "outlook",
+        "googledocs",
+        "googlesheets",
+        "googleslides",
+        "googledrive",
+        "googlecalendar",
+        "googleanalytics",
+        "googlebigquery",
+        "slack",
+        "slackbot",
+        "discord",
+        "discordbot",
+        "github",
+        "notion",
+        "clickup",
+        "linear",
+        "wrike",
+        "salesforce",
+        "hubspot",
+        "linkedin",
+        "tiktok",
+        "wix",
+        "dropbox",
+        "box",
+    ] {
+        assert!(
+            every.contains(&slug.to_string()),
+            "{slug} missing from the catalog"
+        );
+    }
+    // Ranked: an exact name first; every word must match.
+    let (_, found) = admin(
+        &state,
+        "GET",
+        "/v1/app1/integrations/available?search=slack",
+        None,
+    )
+    .await;
+    let found = names(&found);
+    assert!(found.first().is_some_and(|f| f == "slack"), "{found:?}");
+    assert!(found.contains(&"slackbot".to_string()));
+    let (_, found) = admin(
+        &state,
+        "GET",
+        "/v1/app1/integrations/available?search=email",
+        None,
+    )
+    .await;
+    let found = names(&found);
+    assert!(
+        found.contains(&"gmail".to_string()) && found.contains(&"outlook".to_string()),
+        "{found:?}"
+    );
+    let (_, found) = admin(
+        &state,
+        "GET",
+        "/v1/app1/integrations/available?search=crm%20deals",
+        None,
+    )
+    .await;
+    assert_eq!(names(&found), ["hubspot"]);
+    let (_, none) = admin(
+        &state,
+        "GET",
+        "/v1/app1/integrations/available?search=zzzz",
+        None,
+    )
+    .await;
+    assert!(names(&none).is_empty());
+
+    let (status, tools) = admin(
+        &state,
+        "GET",
+        "/v1/app1/integrations/tools?toolkit=gmail",
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let tools = tools["tools"].as_array().unwrap();
+    let send = tools
+        .iter()
+        .find(|t| t["name"] == "GMAIL_SEND_EMAIL")
+        .unwrap();
+    assert_eq!(
+        send["scopes"],
+        json!(["https://www.googleapis.com/auth/gmail.send"])
+    );
+    assert_eq!(send["idempotent"], json!(false));
+    assert!(send["parameters"]["properties"]["to"].is_object());
+    let list = tools
+        .iter()
+        .find(|t| t["name"] == "GMAIL_LIST_MESSAGES")
+        .unwrap();
+    assert_eq!(list["paginated"], json!(true));
+    assert!(list["parameters"]["properties"]["maxPages"].is_object());
+    assert!(tools.iter().any(|t| t["name"] == "GMAIL_PROXY"));
+    let (status, body) = admin(
+        &state,
+        "GET",
+        "/v1/app1/integrations/tools?toolkit=nope",
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    assert!(message(&body).contains("available"), "{body}");
+}
+
+#[tokio::test]
+async fn deployment_overrides_move_connectors_under_the_insecure_flag_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("overrides.toml");
+    std::fs::write(
+        &file,
+        "[github]\napiBaseUrl = \"http://127.0.0.1:9/api/v3\"\ntokenUrl = \"http://127.0.0.1:9/login/oauth/access_token\"\n",
+    )
+    .unwrap();
+    let config =
+        |insecure: bool, data: &std::path::Path, overrides: &std::path::Path| ServeConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            data_dir: data.to_path_buf(),
+            dev: false,
+            key: KeySource::Hex(host_api::Secret::new("11".repeat(32))),
+            allow_insecure_upstreams: insecure,
+            max_instances: 4,
+            apps: vec!["app1".into()],
+            admin_key: Some(host_api::Secret::new(KEY)),
+            public_url: None,
+            keep_alive_after: std::time::Duration::from_secs(3600),
+            keep_alive_every: std::time::Duration::from_secs(3600),
+            connectors_dir: None,
+            connector_overrides: Some(overrides.to_path_buf()),
+            rate_limit_app: 0,
+            rate_limit_user: 0,
+        };
+    let refused = config(false, &dir.path().join("a"), &file).start().await;
+    let err = format!(
+        "{:#}",
+        refused.err().expect("a loopback override needs the flag")
+    );
+    assert!(
+        err.contains("github") && err.contains("--allow-insecure-upstreams"),
+        "{err}"
+    );
+
+    let state = config(true, &dir.path().join("b"), &file)
+        .start()
+        .await
+        .unwrap()
+        .state;
+    let (_, all) = admin(
+        &state,
+        "GET",
+        "/v1/app1/integrations/available?search=github",
+        None,
+    )
+    .await;
+    assert_eq!(
+        all["toolkits"][0]["apiBaseUrl"],
+        "http://127.0.0.1:9/api/v3"
+    );
+
+    let bad = dir.path().join("bad.json");
+    std::fs::write(
+        &bad,
+        r#"{"gitlab": {"apiBaseUrl": "https://gitlab.example.com"}}"#,
+    )
+    .unwrap();
+    let err = format!(
+        "{:#}",
+        config(true, &dir.path().join("c"), &bad)
+            .start()
+            .await
+            .err()
+            .unwrap()
+    );
+    assert!(err.contains("gitlab"), "{err}");
+}
