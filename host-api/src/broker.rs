@@ -700,7 +700,14 @@ impl Broker {
             let base_url = self.tool_base_url(&connector, &tool, &record, None)?;
             let mut credential = Credential::ApiKey(credential);
             return self
-                .call_tool(&connector, &tool, &base_url, params, max_pages, &mut credential)
+                .call_tool(
+                    &connector,
+                    &tool,
+                    &base_url,
+                    params,
+                    max_pages,
+                    &mut credential,
+                )
                 .await;
         }
         if connector.oauth.is_none() {
@@ -750,8 +757,15 @@ impl Broker {
             connection,
             refreshed: false,
         };
-        self.call_tool(&connector, &tool, &base_url, params, max_pages, &mut credential)
-            .await
+        self.call_tool(
+            &connector,
+            &tool,
+            &base_url,
+            params,
+            max_pages,
+            &mut credential,
+        )
+        .await
     }
 
     /// The base URL a tool call goes to: a named host of the connector, or
@@ -847,8 +861,7 @@ impl Broker {
                 Credential::ApiKey(k) => k,
                 Credential::OAuth { token, .. } => token,
             };
-            let result =
-                tools::send(&self.client, &self.policy, connector, request, secret).await;
+            let result = tools::send(&self.client, &self.policy, connector, request, secret).await;
             let error = match result {
                 Ok(answer) => return Ok(answer),
                 Err(e) => e,

@@ -591,7 +591,9 @@ impl Connector {
                 if let Some(i) = &o.instance_url
                     && (i.field.is_empty()
                         || i.host_suffixes.is_empty()
-                        || i.host_suffixes.iter().any(|h| h.len() < 3 || !h.starts_with('.')))
+                        || i.host_suffixes
+                            .iter()
+                            .any(|h| h.len() < 3 || !h.starts_with('.')))
                 {
                     return Err(fail(
                         "oauth.instanceUrl needs a field and host suffixes starting with `.` (e.g. `.salesforce.com`)".into(),
@@ -937,7 +939,8 @@ pub fn search_score(spec: &ConnectorSpec, query: &str) -> Option<u32> {
             .tools
             .iter()
             .filter(|t| {
-                t.name.contains(upper.as_str()) || t.description.to_lowercase().contains(word.as_str())
+                t.name.contains(upper.as_str())
+                    || t.description.to_lowercase().contains(word.as_str())
             })
             .count();
         score += u32::try_from(tool_hits.min(5)).unwrap_or(5) * 4;
@@ -1033,13 +1036,15 @@ impl ConnectorOverride {
             spec.api_base_url = u.clone();
         }
         for (name, u) in &self.api_base_urls {
-            let slot = spec.api_base_urls.get_mut(name).ok_or_else(|| {
-                format!("apiBaseUrls has no entry `{name}` to override")
-            })?;
+            let slot = spec
+                .api_base_urls
+                .get_mut(name)
+                .ok_or_else(|| format!("apiBaseUrls has no entry `{name}` to override"))?;
             *slot = u.clone();
         }
-        let oauth_given =
-            self.authorize_url.is_some() || self.token_url.is_some() || self.revocation_url.is_some();
+        let oauth_given = self.authorize_url.is_some()
+            || self.token_url.is_some()
+            || self.revocation_url.is_some();
         match &mut spec.oauth {
             None if oauth_given => {
                 return Err("the connector has no oauth endpoints to override".into());

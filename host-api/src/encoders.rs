@@ -120,7 +120,10 @@ fn rfc2822(params: &Map<String, Value>) -> Result<String, ToolError> {
     let kind = if html { "text/html" } else { "text/plain" };
     message.push_str(&format!("Content-Type: {kind}; charset=UTF-8\r\n"));
     message.push_str("Content-Transfer-Encoding: base64\r\n\r\n");
-    let body = params.get("body").and_then(Value::as_str).unwrap_or_default();
+    let body = params
+        .get("body")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     let encoded = STANDARD.encode(body.as_bytes());
     let bytes = encoded.as_bytes();
     for line in bytes.chunks(76) {

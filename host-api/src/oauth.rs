@@ -282,7 +282,11 @@ impl<'c> oauth2::AsyncHttpClient<'c> for Shaped<'_> {
 /// declares one and it is acceptable.
 fn instance_url(spec: &OAuthSpec, response: &ProviderTokenResponse) -> Option<url::Url> {
     let declared = spec.instance_url.as_ref()?;
-    let raw = response.extra_fields().rest.get(&declared.field)?.as_str()?;
+    let raw = response
+        .extra_fields()
+        .rest
+        .get(&declared.field)?
+        .as_str()?;
     let url = if raw.contains("://") {
         url::Url::parse(raw).ok()?
     } else {

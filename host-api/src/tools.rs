@@ -5,9 +5,9 @@
 //! configured override); a parameter can fill a path segment but never change
 //! where the request goes. Credentials are added here and nowhere else.
 
-use std::time::Duration;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde_json::{Map, Value};
+use std::time::Duration;
 use tracing::instrument;
 
 use std::collections::BTreeSet;
@@ -15,10 +15,10 @@ use std::collections::BTreeSet;
 use crate::catalog::{
     AuthScheme, Connector, Encoding, ErrorsSpec, Pagination, Tool, is_credential_header,
 };
-use crate::template::{Vars, render, value_text};
 use crate::egress::EgressPolicy;
 use crate::error::ToolError;
 use crate::secret::Secret;
+use crate::template::{Vars, render, value_text};
 
 /// Largest provider response passed back to a function; larger answers are
 /// refused rather than buffered without bound.
@@ -308,9 +308,15 @@ fn encode_body(
                     );
                 }
                 let (content_type, bytes) = if let Some(j) = part.get("json") {
-                    ("application/json; charset=UTF-8".to_string(), j.to_string().into_bytes())
+                    (
+                        "application/json; charset=UTF-8".to_string(),
+                        j.to_string().into_bytes(),
+                    )
                 } else if let Some(t) = part.get("text") {
-                    ("text/plain; charset=UTF-8".to_string(), value_text(t).into_bytes())
+                    (
+                        "text/plain; charset=UTF-8".to_string(),
+                        value_text(t).into_bytes(),
+                    )
                 } else if let Some(b) = part.get("base64") {
                     (
                         "application/octet-stream".to_string(),
@@ -319,7 +325,9 @@ fn encode_body(
                 } else {
                     continue;
                 };
-                let content_type = get("contentType").map(str::to_string).unwrap_or(content_type);
+                let content_type = get("contentType")
+                    .map(str::to_string)
+                    .unwrap_or(content_type);
                 if content_type.contains(['\r', '\n']) {
                     return Err(ToolError::InvalidParams(
                         "a content type must not contain line breaks".into(),
@@ -349,13 +357,18 @@ fn decode_base64(name: &str, text: &str) -> Result<Vec<u8>, ToolError> {
     let compact: String = text.chars().filter(|c| !c.is_ascii_whitespace()).collect();
     base64::engine::general_purpose::STANDARD
         .decode(&compact)
-        .or_else(|_| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(compact.trim_end_matches('=')))
+        .or_else(|_| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(compact.trim_end_matches('='))
+        })
         .map_err(|_| ToolError::InvalidParams(format!("params.{name} is not valid base64")))
 }
 
 /// Builds a `<SLUG>_PROXY` request. The path is checked so that it stays
 /// below the base URL; the host is never taken from the caller.
-fn prepare_proxy(base_url: &url::Url, params: &Map<String, Value>) -> Result<PreparedRequest, ToolError> {
+fn prepare_proxy(
+    base_url: &url::Url,
+    params: &Map<String, Value>,
+) -> Result<PreparedRequest, ToolError> {
     let method = match params.get("method").and_then(Value::as_str) {
         Some("GET") => http::Method::GET,
         Some("POST") => http::Method::POST,
@@ -368,7 +381,10 @@ fn prepare_proxy(base_url: &url::Url, params: &Map<String, Value>) -> Result<Pre
             ));
         }
     };
-    let path = params.get("path").and_then(Value::as_str).unwrap_or_default();
+    let path = params
+        .get("path")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     let lower = path.to_ascii_lowercase();
     let bad = !path.starts_with('/')
         || path.starts_with("//")
@@ -385,8 +401,12 @@ fn prepare_proxy(base_url: &url::Url, params: &Map<String, Value>) -> Result<Pre
         ));
     }
     let mut url = join(base_url, path);
-    if url.host_str() != base_url.host_str() || url.port_or_known_default() != base_url.port_or_known_default() {
-        return Err(ToolError::InvalidParams("params.path must not change the host".into()));
+    if url.host_str() != base_url.host_str()
+        || url.port_or_known_default() != base_url.port_or_known_default()
+    {
+        return Err(ToolError::InvalidParams(
+            "params.path must not change the host".into(),
+        ));
     }
     if let Some(q) = params.get("query").and_then(Value::as_object) {
         let mut pairs = Vec::new();
@@ -402,9 +422,15 @@ fn prepare_proxy(base_url: &url::Url, params: &Map<String, Value>) -> Result<Pre
         for (name, value) in h {
             let value = value.as_str().unwrap_or_default();
             let forbidden = is_credential_header(name)
-                || ["content-length", "transfer-encoding", "connection", "te", "upgrade"]
-                    .iter()
-                    .any(|f| name.eq_ignore_ascii_case(f));
+                || [
+                    "content-length",
+                    "transfer-encoding",
+                    "connection",
+                    "te",
+                    "upgrade",
+                ]
+                .iter()
+                .any(|f| name.eq_ignore_ascii_case(f));
             if forbidden
                 || http::HeaderName::from_bytes(name.as_bytes()).is_err()
                 || http::HeaderValue::from_str(value).is_err()
@@ -480,10 +506,13 @@ impl SendError {
             SendError::Tool(ToolError::Unavailable(m)) if !m.contains("more than") => {
                 Some(Duration::ZERO)
             }
-            SendError::Tool(ToolError::Upstream { status: 500 | 502 | 503 | 504, .. }) => {
-                Some(Duration::ZERO)
-            }
-            SendError::Tool(ToolError::RateLimited { retry_after_ms }) if *retry_after_ms <= MAX_RETRY_WAIT_MS => {
+            SendError::Tool(ToolError::Upstream {
+                status: 500 | 502 | 503 | 504,
+                ..
+            }) => Some(Duration::ZERO),
+            SendError::Tool(ToolError::RateLimited { retry_after_ms })
+                if *retry_after_ms <= MAX_RETRY_WAIT_MS =>
+            {
                 Some(Duration::from_millis(*retry_after_ms))
             }
             _ => None,
@@ -726,7 +755,10 @@ pub fn next_page(
             if count == 0 || (count as u64) < limit {
                 return None;
             }
-            let offset = params.get(offset_param).and_then(Value::as_u64).unwrap_or(0);
+            let offset = params
+                .get(offset_param)
+                .and_then(Value::as_u64)
+                .unwrap_or(0);
             let mut next = params.clone();
             next.insert(offset_param.clone(), Value::from(offset + count as u64));
             Some(NextPage::Params(next))
@@ -841,7 +873,9 @@ mod tests {
 
     #[test]
     fn link_headers_lead_to_the_next_page_on_the_same_origin_only() {
-        let pagination = Pagination::Link { items: String::new() };
+        let pagination = Pagination::Link {
+            items: String::new(),
+        };
         let request = PreparedRequest {
             method: http::Method::GET,
             url: "https://api.github.com/repos/o/r/issues".parse().unwrap(),
@@ -861,9 +895,13 @@ mod tests {
             &pagination,
             &Map::new(),
             &request,
-            &answer(r#"<https://api.github.com/repositories/1/issues?page=2>; rel="next", <https://api.github.com/repositories/1/issues?page=9>; rel="last""#),
+            &answer(
+                r#"<https://api.github.com/repositories/1/issues?page=2>; rel="next", <https://api.github.com/repositories/1/issues?page=9>; rel="last""#,
+            ),
         );
-        assert!(matches!(next, Some(NextPage::Url(u)) if u.as_str() == "https://api.github.com/repositories/1/issues?page=2"));
+        assert!(
+            matches!(next, Some(NextPage::Url(u)) if u.as_str() == "https://api.github.com/repositories/1/issues?page=2")
+        );
         let elsewhere = next_page(
             &pagination,
             &Map::new(),
@@ -877,9 +915,26 @@ mod tests {
     fn proxy_paths_stay_below_the_base() {
         let catalog = Catalog::builtin().unwrap();
         let (c, t) = catalog.tool("GITHUB_PROXY").unwrap();
-        let ok = prepare(t, &c.base_url, &map(json!({"method": "GET", "path": "/user/repos", "query": {"per_page": 2}}))).unwrap();
-        assert_eq!(ok.url.as_str(), "https://api.github.com/user/repos?per_page=2");
-        for bad in ["//evil.example/x", "/a/../b", "/a/%2E%2E/b", "/a%2fb", "/a\\b", "/x?y=1", "/@evil.example", "/a b"] {
+        let ok = prepare(
+            t,
+            &c.base_url,
+            &map(json!({"method": "GET", "path": "/user/repos", "query": {"per_page": 2}})),
+        )
+        .unwrap();
+        assert_eq!(
+            ok.url.as_str(),
+            "https://api.github.com/user/repos?per_page=2"
+        );
+        for bad in [
+            "//evil.example/x",
+            "/a/../b",
+            "/a/%2E%2E/b",
+            "/a%2fb",
+            "/a\\b",
+            "/x?y=1",
+            "/@evil.example",
+            "/a b",
+        ] {
             assert!(
                 prepare(t, &c.base_url, &map(json!({"method": "GET", "path": bad}))).is_err(),
                 "{bad} was accepted"

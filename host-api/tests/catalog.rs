@@ -14,7 +14,12 @@
 //!    exist in it.
 //!
 //! `CATALOG_TOOLKITS=gmail,slack` limits 2. to some connectors.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
@@ -51,8 +56,7 @@ fn specs() -> Vec<ConnectorSpec> {
         if path.extension().is_some_and(|e| e == "json") {
             let text = std::fs::read_to_string(&path).unwrap();
             out.push(
-                serde_json::from_str(&text)
-                    .unwrap_or_else(|e| panic!("{}: {e}", path.display())),
+                serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
             );
         }
     }
@@ -66,8 +70,8 @@ const SCOPELESS: &[&str] = &["clickup", "wix"];
 
 #[test]
 fn every_connector_file_is_valid() {
-    let catalog = Catalog::from_dir(&catalog_dir(), &BTreeMap::new())
-        .unwrap_or_else(|e| panic!("{e}"));
+    let catalog =
+        Catalog::from_dir(&catalog_dir(), &BTreeMap::new()).unwrap_or_else(|e| panic!("{e}"));
     let builtin = Catalog::builtin().unwrap();
     let mut tool_names = BTreeSet::new();
     for spec in specs() {
@@ -121,7 +125,9 @@ fn every_connector_file_is_valid() {
             }
         }
         assert!(
-            connector.tools.contains_key(&format!("{}_PROXY", slug.to_uppercase())),
+            connector
+                .tools
+                .contains_key(&format!("{}_PROXY", slug.to_uppercase())),
             "{slug}: no proxy tool"
         );
     }
@@ -305,7 +311,11 @@ async fn serve(
         body,
     });
     let Some(answer) = fake.answers.pop_front() else {
-        return (StatusCode::IM_A_TEAPOT, "no answer scripted for this request").into_response();
+        return (
+            StatusCode::IM_A_TEAPOT,
+            "no answer scripted for this request",
+        )
+            .into_response();
     };
     let origin = fake.origin.clone();
     let mut builder = Response::builder().status(answer.status);
@@ -402,7 +412,8 @@ fn check_request(
     if got.method.as_str() != want.method {
         return fail(format!("method {} != expected {}", got.method, want.method));
     }
-    let expected = url::Url::parse(&want.url).map_err(|e| format!("{label}: bad expect.url: {e}"))?;
+    let expected =
+        url::Url::parse(&want.url).map_err(|e| format!("{label}: bad expect.url: {e}"))?;
     let same_place = got.url.scheme() == expected.scheme()
         && got.url.host_str() == expected.host_str()
         && got.url.path() == expected.path();
@@ -428,7 +439,9 @@ fn check_request(
     };
     let credential = match auth {
         AuthScheme::Bearer => ("authorization".to_string(), format!("Bearer {TOKEN}")),
-        AuthScheme::Header { name, prefix } => (name.to_ascii_lowercase(), format!("{prefix}{TOKEN}")),
+        AuthScheme::Header { name, prefix } => {
+            (name.to_ascii_lowercase(), format!("{prefix}{TOKEN}"))
+        }
         AuthScheme::Basic => (
             "authorization".to_string(),
             format!(
@@ -446,13 +459,19 @@ fn check_request(
     for (name, value) in &want.headers {
         let got_value = header(&name.to_ascii_lowercase());
         if got_value.as_deref() != Some(value.as_str()) {
-            return fail(format!("header {name}: {got_value:?} != expected {value:?}"));
+            return fail(format!(
+                "header {name}: {got_value:?} != expected {value:?}"
+            ));
         }
     }
     let body = &got.body;
     if let Some(j) = &want.json {
-        let parsed: Value = serde_json::from_slice(body)
-            .map_err(|_| format!("{label}: body is not JSON: {}", String::from_utf8_lossy(body)))?;
+        let parsed: Value = serde_json::from_slice(body).map_err(|_| {
+            format!(
+                "{label}: body is not JSON: {}",
+                String::from_utf8_lossy(body)
+            )
+        })?;
         if &parsed != j {
             return fail(format!("JSON body\n  got      {parsed}\n  expected {j}"));
         }
@@ -476,7 +495,9 @@ fn check_request(
             })
             .collect();
         if got_pairs != want_pairs {
-            return fail(format!("form body {got_pairs:?} != expected {want_pairs:?}"));
+            return fail(format!(
+                "form body {got_pairs:?} != expected {want_pairs:?}"
+            ));
         }
     } else if let Some(t) = &want.text {
         if body.as_ref() != t.as_bytes() {
@@ -551,8 +572,8 @@ fn case_files() -> Vec<(PathBuf, CaseFile)> {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "json") {
             let text = std::fs::read_to_string(&path).unwrap();
-            let file: CaseFile = serde_json::from_str(&text)
-                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            let file: CaseFile =
+                serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
             out.push((path, file));
         }
     }
@@ -640,7 +661,10 @@ async fn every_tool_sends_the_exact_request() {
             continue;
         }
         let Some((path, file)) = files.iter().find(|(_, f)| f.toolkit == spec.slug) else {
-            failures.push(format!("{}: no tests/catalog/{}.json", spec.slug, spec.slug));
+            failures.push(format!(
+                "{}: no tests/catalog/{}.json",
+                spec.slug, spec.slug
+            ));
             continue;
         };
         let configure: ConfigureToolkit = serde_json::from_value(json!({
@@ -654,7 +678,10 @@ async fn every_tool_sends_the_exact_request() {
                 "{} case {i} ({}{})",
                 path.file_name().unwrap().to_string_lossy(),
                 case.tool,
-                case.name.as_ref().map(|n| format!(": {n}")).unwrap_or_default()
+                case.name
+                    .as_ref()
+                    .map(|n| format!(": {n}"))
+                    .unwrap_or_default()
             );
             covered.insert(case.tool.clone());
             {
@@ -673,13 +700,18 @@ async fn every_tool_sends_the_exact_request() {
                     received.len(),
                     expected.len(),
                     outcome.result,
-                    received.iter().map(|r| format!("{} {}", r.method, r.url)).collect::<Vec<_>>()
+                    received
+                        .iter()
+                        .map(|r| format!("{} {}", r.method, r.url))
+                        .collect::<Vec<_>>()
                 ));
                 continue;
             }
             let mut bad = false;
             for (n, (got, want)) in received.iter().zip(&expected).enumerate() {
-                if let Err(e) = check_request(&format!("{label} request {n}"), got, want, &spec.auth) {
+                if let Err(e) =
+                    check_request(&format!("{label} request {n}"), got, want, &spec.auth)
+                {
                     failures.push(e);
                     bad = true;
                 }
@@ -762,14 +794,18 @@ fn normalise(path: &str) -> String {
 
 #[test]
 fn github_tools_exist_in_the_official_openapi_description() {
-    let path = repo().join("tests/openapi/node_modules/@octokit/openapi/generated/api.github.com.json");
+    let path =
+        repo().join("tests/openapi/node_modules/@octokit/openapi/generated/api.github.com.json");
     if !path.exists() {
         assert!(
             std::env::var("CATALOG_REQUIRE_OPENAPI").is_err(),
             "{} is missing: scripts/test.sh installs it (npm ci in tests/openapi)",
             path.display()
         );
-        eprintln!("skipped: {} not installed (scripts/test.sh installs it)", path.display());
+        eprintln!(
+            "skipped: {} not installed (scripts/test.sh installs it)",
+            path.display()
+        );
         return;
     }
     let description: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
@@ -778,10 +814,16 @@ fn github_tools_exist_in_the_official_openapi_description() {
     let github = catalog.connector("github").unwrap();
     let mut missing = Vec::new();
     for tool in github.tools.values().filter(|t| !t.proxy) {
-        let key = (tool.spec.method.as_http().to_string(), normalise(&tool.spec.path));
+        let key = (
+            tool.spec.method.as_http().to_string(),
+            normalise(&tool.spec.path),
+        );
         if !operations.contains(&key) {
             missing.push(format!("{} {} {}", tool.spec.name, key.0, tool.spec.path));
         }
     }
-    assert!(missing.is_empty(), "not in GitHub's OpenAPI description: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "not in GitHub's OpenAPI description: {missing:?}"
+    );
 }

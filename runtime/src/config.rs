@@ -2,8 +2,8 @@
 //! opened before the port is bound, so a bad setting fails fast with a
 //! message saying how to fix it.
 
-use std::net::SocketAddr;
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
