@@ -740,7 +740,7 @@ impl Broker {
             .spec
             .scopes
             .iter()
-            .filter(|s| !connection.scopes.contains(s))
+            .filter(|s| !connector.scope_granted(s, &connection.scopes))
             .cloned()
             .collect();
         if !missing.is_empty() {

@@ -318,6 +318,11 @@ pub struct ConnectorSpec {
     /// How failures inside 2xx answers look.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub errors: Option<ErrorsSpec>,
+    /// Broad scopes that include narrower ones (Google's `calendar`
+    /// includes `calendar.events`): a connection granted the broad scope
+    /// can call tools that name a narrower one.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub implied_scopes: BTreeMap<String, Vec<String>>,
     /// How the credential (API key or OAuth access token) is presented.
     #[serde(default)]
     pub auth: AuthScheme,
@@ -519,6 +524,18 @@ impl Connector {
             }
         }
         out
+    }
+
+    /// Whether `scope` is among `granted`, directly or through a broader
+    /// granted scope (`impliedScopes`).
+    pub fn scope_granted(&self, scope: &String, granted: &[String]) -> bool {
+        granted.contains(scope)
+            || granted.iter().any(|g| {
+                self.spec
+                    .implied_scopes
+                    .get(g)
+                    .is_some_and(|narrower| narrower.contains(scope))
+            })
     }
 
     /// Validates a definition and compiles its schemas.
@@ -1200,6 +1217,19 @@ mod tests {
         let (c, t) = catalog.tool("GITHUB_CREATE_ISSUE").unwrap();
         assert_eq!(c.spec.slug, "github");
         assert_eq!(t.path_params, ["owner", "repo"]);
+    }
+
+    #[test]
+    fn broad_scopes_cover_narrower_ones() {
+        let catalog = Catalog::builtin().unwrap();
+        let calendar = catalog.connector("googlecalendar").unwrap();
+        let g = |s: &str| format!("https://www.googleapis.com/auth/{s}");
+        assert!(calendar.scope_granted(&g("calendar.events"), &[g("calendar")]));
+        assert!(calendar.scope_granted(&g("calendar.events"), &[g("calendar.events")]));
+        assert!(!calendar.scope_granted(&g("calendar.events"), &[g("calendar.readonly")]));
+        let linear = catalog.connector("linear").unwrap();
+        assert!(linear.scope_granted(&"issues:create".to_string(), &["write".into()]));
+        assert!(!linear.scope_granted(&"write".to_string(), &["read".into()]));
     }
 
     #[test]
