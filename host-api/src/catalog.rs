@@ -42,6 +42,53 @@ pub enum AuthScheme {
     Basic,
 }
 
+/// A data platform a connector queries with SQL.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum DataPlatform {
+    /// PostgreSQL through its wire protocol; the credential is a
+    /// connection string.
+    Postgres,
+    /// Snowflake SQL API v2.
+    Snowflake,
+    /// Databricks SQL Statement Execution API.
+    Databricks,
+    /// BigQuery `jobs.query`.
+    #[serde(rename = "bigquery")]
+    BigQuery,
+}
+
+/// The data side of a connector.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DataSpec {
+    /// The platform.
+    pub platform: DataPlatform,
+    /// Scopes the generated tools need (e.g. BigQuery's read-only scope).
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// Each account has its own host (Snowflake accounts, Databricks
+    /// workspaces): calls and connect flows are refused until the app's
+    /// admin configured `apiBaseUrl` (and, for OAuth, the endpoints).
+    #[serde(default)]
+    pub per_app_host: bool,
+}
+
+/// What a generated data tool does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DataTool {
+    /// Run SQL with bound parameters.
+    Query,
+    /// List databases (projects, catalogs).
+    ListDatabases,
+    /// List schemas (datasets).
+    ListSchemas,
+    /// List tables of a schema.
+    ListTables,
+    /// Describe a table's columns.
+    DescribeTable,
+}
+
 /// Which kind of connection a connector makes, by default.
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
@@ -310,7 +357,9 @@ pub struct ConnectorSpec {
     /// Which kind of connection it makes by default.
     #[serde(default)]
     pub kind: ConnectorKind,
-    /// The only host credentials for this connector are ever sent to.
+    /// The only host credentials for this connector are ever sent to
+    /// (empty for PostgreSQL, whose connection string names the server).
+    #[serde(default)]
     pub api_base_url: String,
     /// Further named hosts of the same provider (uploads, content).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -318,6 +367,12 @@ pub struct ConnectorSpec {
     /// How failures inside 2xx answers look.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub errors: Option<ErrorsSpec>,
+    /// For data platforms: which one, and the scopes its generated query
+    /// and listing tools need. The tools `<SLUG>_QUERY`,
+    /// `<SLUG>_LIST_DATABASES`, `<SLUG>_LIST_SCHEMAS`, `<SLUG>_LIST_TABLES`
+    /// and `<SLUG>_DESCRIBE_TABLE` are generated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<DataSpec>,
     /// Broad scopes that include narrower ones (Google's `calendar`
     /// includes `calendar.events`): a connection granted the broad scope
     /// can call tools that name a narrower one.
@@ -475,6 +530,8 @@ pub struct Tool {
     pub path_params: Vec<String>,
     /// Whether this is the connector's generic `<SLUG>_PROXY` tool.
     pub proxy: bool,
+    /// For generated data tools: what it does.
+    pub data: Option<DataTool>,
     validator: jsonschema::Validator,
 }
 
@@ -560,7 +617,18 @@ impl Connector {
                 "slug must be 1-{MAX_SLUG_LEN} characters of a-z, 0-9 and _, starting with a letter"
             )));
         }
-        let base_url = base_url("apiBaseUrl", &spec.api_base_url).map_err(&fail)?;
+        let postgres = spec
+            .data
+            .as_ref()
+            .is_some_and(|d| d.platform == DataPlatform::Postgres);
+        let base_url = if postgres && spec.api_base_url.is_empty() {
+            // The connection string names the server; nothing else is sent
+            // anywhere.
+            url::Url::parse("postgres://configured-connection-string/")
+                .map_err(|e| fail(e.to_string()))?
+        } else {
+            base_url("apiBaseUrl", &spec.api_base_url).map_err(&fail)?
+        };
         let mut base_urls = BTreeMap::new();
         for (name, text) in &spec.api_base_urls {
             let what = format!("apiBaseUrls.{name}");
@@ -698,6 +766,7 @@ impl Connector {
                 spec,
                 path_params,
                 proxy: false,
+                data: None,
                 validator,
             };
             if tools
@@ -707,8 +776,20 @@ impl Connector {
                 return Err(tool_fail("declared twice".into()));
             }
         }
-        let proxy = proxy_tool(&spec, &base_urls).map_err(&fail)?;
-        tools.insert(proxy.spec.name.clone(), Arc::new(proxy));
+        if let Some(data) = &spec.data {
+            for tool in data_tools(&spec, data).map_err(&fail)? {
+                let name = tool.spec.name.clone();
+                if tools.insert(name.clone(), Arc::new(tool)).is_some() {
+                    return Err(fail(format!(
+                        "tool `{name}` is generated for data connectors; choose another name"
+                    )));
+                }
+            }
+        }
+        if !postgres {
+            let proxy = proxy_tool(&spec, &base_urls).map_err(&fail)?;
+            tools.insert(proxy.spec.name.clone(), Arc::new(proxy));
+        }
         Ok(Self {
             spec,
             base_url,
@@ -917,8 +998,95 @@ fn proxy_tool(
         },
         path_params: Vec::new(),
         proxy: true,
+        data: None,
         validator,
     })
+}
+
+/// The query and listing tools of a data connector.
+fn data_tools(spec: &ConnectorSpec, data: &DataSpec) -> Result<Vec<Tool>, String> {
+    let upper = spec.slug.to_ascii_uppercase();
+    let name = &spec.display_name;
+    let identifier = |what: &str| {
+        serde_json::json!({"type": "string", "minLength": 1, "maxLength": 255, "description": what})
+    };
+    let (database, schema) = match data.platform {
+        DataPlatform::BigQuery => ("Project id (default: the configured projectId).", "Dataset."),
+        DataPlatform::Databricks => ("Catalog (default: the configured catalog).", "Schema."),
+        _ => ("Database (default: the connection's).", "Schema."),
+    };
+    let placeholders = match data.platform {
+        DataPlatform::Postgres => "$1, $2, …",
+        DataPlatform::Databricks => ":p1, :p2, …",
+        DataPlatform::Snowflake | DataPlatform::BigQuery => "? (positional)",
+    };
+    let defs = [
+        (
+            DataTool::Query,
+            "QUERY",
+            format!(
+                "Run SQL on {name} with bound parameters (placeholders {placeholders}); returns {{columns: [{{name, type}}], rows, truncated, elapsedMs}}. Read-only unless the admin allowed writes; rows, bytes and time are capped by the connection's policy."
+            ),
+            serde_json::json!({
+                "type": "object", "required": ["sql"], "additionalProperties": false,
+                "properties": {
+                    "sql": {"type": "string", "minLength": 1, "maxLength": 100_000, "description": format!("One statement; parameters as {placeholders}, never pasted into the text.")},
+                    "params": {"type": "array", "maxItems": 1000, "items": {"type": ["string", "number", "boolean", "null"]}, "description": "Values bound to the placeholders, in order."},
+                    "maxRows": {"type": "integer", "minimum": 1, "maximum": 100_000, "description": "At most this many rows (the policy's cap applies too)."},
+                    "timeoutMs": {"type": "integer", "minimum": 1, "maximum": 600_000, "description": "Cancel the statement after this long (the policy's timeout applies too)."}
+                }
+            }),
+        ),
+        (
+            DataTool::ListDatabases,
+            "LIST_DATABASES",
+            format!("List the databases (projects, catalogs) this {name} connection can see."),
+            serde_json::json!({"type": "object", "additionalProperties": false, "properties": {}}),
+        ),
+        (
+            DataTool::ListSchemas,
+            "LIST_SCHEMAS",
+            format!("List the schemas (datasets) of a {name} database."),
+            serde_json::json!({"type": "object", "additionalProperties": false, "properties": {"database": identifier(database)}}),
+        ),
+        (
+            DataTool::ListTables,
+            "LIST_TABLES",
+            format!("List the tables and views of a {name} schema."),
+            serde_json::json!({"type": "object", "additionalProperties": false, "properties": {"database": identifier(database), "schema": identifier(schema)}}),
+        ),
+        (
+            DataTool::DescribeTable,
+            "DESCRIBE_TABLE",
+            format!("Describe a {name} table's columns: name, type, nullable."),
+            serde_json::json!({"type": "object", "required": ["table"], "additionalProperties": false, "properties": {"database": identifier(database), "schema": identifier(schema), "table": identifier("Table or view name.")}}),
+        ),
+    ];
+    let mut out = Vec::new();
+    for (kind, suffix, description, parameters) in defs {
+        let validator = jsonschema::validator_for(&parameters).map_err(|e| e.to_string())?;
+        out.push(Tool {
+            spec: ToolSpec {
+                name: format!("{upper}_{suffix}"),
+                description,
+                method: Method::Post,
+                path: "/".into(),
+                query: Vec::new(),
+                parameters,
+                scopes: data.scopes.clone(),
+                idempotent: kind != DataTool::Query,
+                base: None,
+                request: None,
+                encoder: None,
+                pagination: None,
+            },
+            path_params: Vec::new(),
+            proxy: false,
+            data: Some(kind),
+            validator,
+        });
+    }
+    Ok(out)
 }
 
 /// How well a connector matches a search: `None` when some word of the
