@@ -912,7 +912,14 @@ async fn custom_connectors_can_come_from_a_directory_and_bad_ones_stop_start_up(
         )
         .await;
     assert_eq!(s, 200);
-    assert_eq!(b["tools"].as_array().unwrap().len(), 3, "{b}");
+    // The three declared tools and the generated FAKE_PROXY.
+    let names: Vec<&str> = b["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["FAKE_ECHO", "FAKE_ME", "FAKE_PROXY", "FAKE_WRITE"], "{b}");
     rt.stop().await;
 
     // Plain-http OAuth endpoints are refused without the explicit flag.
