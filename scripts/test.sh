@@ -21,7 +21,7 @@ echo "==> cargo test"
 cargo build -p runtime --locked
 results=$(mktemp)
 trap 'rm -f "$results"' EXIT
-cargo test --workspace --locked 2>&1 | tee "$results"
+cargo test --workspace --locked --no-fail-fast 2>&1 | tee "$results"
 
 echo "==> unit tests of the example functions (run natively)"
 host=$(rustc -vV | sed -n 's/^host: //p')
