@@ -170,7 +170,7 @@ async fn custom_connectors_are_validated_listed_and_callable_by_name() {
     let (_, available) = admin(
         &state,
         "GET",
-        "/v1/app1/integrations/available?search=crm",
+        "/v1/app1/integrations/available?search=acme",
         None,
     )
     .await;
