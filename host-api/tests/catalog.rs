@@ -81,8 +81,15 @@ fn every_connector_file_is_valid() {
             "{slug} is not embedded in the binary (rebuild)"
         );
         let connector = catalog.connector(slug).unwrap();
-        let postgres = spec.data.as_ref().is_some_and(|d| d.platform == host_api::catalog::DataPlatform::Postgres);
-        let mut urls = if postgres { vec![] } else { vec![spec.api_base_url.clone()] };
+        let postgres = spec
+            .data
+            .as_ref()
+            .is_some_and(|d| d.platform == host_api::catalog::DataPlatform::Postgres);
+        let mut urls = if postgres {
+            vec![]
+        } else {
+            vec![spec.api_base_url.clone()]
+        };
         urls.extend(spec.api_base_urls.values().cloned());
         if let Some(o) = &spec.oauth {
             urls.push(o.authorize_url.clone());

@@ -919,7 +919,11 @@ async fn custom_connectors_can_come_from_a_directory_and_bad_ones_stop_start_up(
         .iter()
         .map(|t| t["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["FAKE_ECHO", "FAKE_ME", "FAKE_PROXY", "FAKE_WRITE"], "{b}");
+    assert_eq!(
+        names,
+        ["FAKE_ECHO", "FAKE_ME", "FAKE_PROXY", "FAKE_WRITE"],
+        "{b}"
+    );
     rt.stop().await;
 
     // Plain-http OAuth endpoints are refused without the explicit flag.
