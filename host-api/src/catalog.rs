@@ -1007,11 +1007,12 @@ fn proxy_tool(
 fn data_tools(spec: &ConnectorSpec, data: &DataSpec) -> Result<Vec<Tool>, String> {
     let upper = spec.slug.to_ascii_uppercase();
     let name = &spec.display_name;
-    let identifier = |what: &str| {
-        serde_json::json!({"type": "string", "minLength": 1, "maxLength": 255, "description": what})
-    };
+    let identifier = |what: &str| serde_json::json!({"type": "string", "minLength": 1, "maxLength": 255, "description": what});
     let (database, schema) = match data.platform {
-        DataPlatform::BigQuery => ("Project id (default: the configured projectId).", "Dataset."),
+        DataPlatform::BigQuery => (
+            "Project id (default: the configured projectId).",
+            "Dataset.",
+        ),
         DataPlatform::Databricks => ("Catalog (default: the configured catalog).", "Schema."),
         _ => ("Database (default: the connection's).", "Schema."),
     };
