@@ -323,7 +323,7 @@ enum Credential {
     /// A connection's access token, refreshable once on a 401.
     OAuth {
         token: Secret,
-        connection: crate::store::ConnectionRecord,
+        connection: Box<crate::store::ConnectionRecord>,
         refreshed: bool,
     },
 }
@@ -754,7 +754,7 @@ impl Broker {
         let base_url = self.tool_base_url(&connector, &tool, &record, Some(&connection))?;
         let mut credential = Credential::OAuth {
             token,
-            connection,
+            connection: Box::new(connection),
             refreshed: false,
         };
         self.call_tool(
@@ -889,7 +889,7 @@ impl Broker {
                     }
                     let (fresh, latest) = self.force_refresh(connection).await?;
                     *token = fresh;
-                    *connection = latest;
+                    **connection = latest;
                     *refreshed = true;
                 }
                 (error, _) => {

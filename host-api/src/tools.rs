@@ -621,10 +621,10 @@ pub async fn send(
         if let Some(errors) = &connector.spec.errors
             && let Some(message) = failure_in_answer(errors, &value)
         {
-            if errors.unauthorized.iter().any(|m| *m == message) {
+            if errors.unauthorized.contains(&message) {
                 return Err(SendError::Unauthorized);
             }
-            if errors.rate_limited.iter().any(|m| *m == message) {
+            if errors.rate_limited.contains(&message) {
                 return Err(ToolError::RateLimited { retry_after_ms }.into());
             }
             return Err(ToolError::Upstream {

@@ -591,8 +591,11 @@ pub async fn available(
         })
         .collect();
     ranked.sort_by(|a, b| {
-        b.0.cmp(&a.0)
-            .then_with(|| a.1["toolkit"].as_str().cmp(&b.1["toolkit"].as_str()))
+        b.0.cmp(&a.0).then_with(|| {
+            a.1.get("toolkit")
+                .and_then(Value::as_str)
+                .cmp(&b.1.get("toolkit").and_then(Value::as_str))
+        })
     });
     let all: Vec<Value> = ranked.into_iter().map(|(_, v)| v).collect();
     Ok(Json(json!({ "toolkits": all })))

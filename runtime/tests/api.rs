@@ -737,10 +737,10 @@ async fn deployment_overrides_move_connectors_under_the_insecure_flag_only() {
             rate_limit_user: 0,
         };
     let refused = config(false, &dir.path().join("a"), &file).start().await;
-    let err = format!(
-        "{:#}",
-        refused.err().expect("a loopback override needs the flag")
-    );
+    let Err(err) = refused else {
+        panic!("a loopback override needs the flag");
+    };
+    let err = format!("{err:#}");
     assert!(
         err.contains("github") && err.contains("--allow-insecure-upstreams"),
         "{err}"
