@@ -6,6 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
+. scripts/postgres.sh
 
 ensure_wasm_target
 build_guests functions
@@ -13,6 +14,8 @@ build_guests tests/guests
 ensure_oauth_peer
 ensure_openapi_descriptions
 export CATALOG_REQUIRE_OPENAPI=1
+# A real PostgreSQL server on 127.0.0.1 for the data connector tests.
+ensure_postgres
 
 echo "==> cargo test"
 # The end-to-end tests run the real `runtime` binary; cargo only builds a
@@ -20,7 +23,7 @@ echo "==> cargo test"
 # profile as the tests: nothing is compiled twice).
 cargo build -p runtime --locked
 results=$(mktemp)
-trap 'rm -f "$results"' EXIT
+trap 'rm -f "$results"; stop_postgres' EXIT
 cargo test --workspace --locked --no-fail-fast 2>&1 | tee "$results"
 
 echo "==> unit tests of the example functions (run natively)"

@@ -135,6 +135,14 @@ pub struct ConfigureToolkit {
     /// Overrides the connector's revocation endpoint.
     #[serde(default)]
     pub revocation_url: Option<String>,
+    /// Non-secret settings of the connector (data platforms: warehouse,
+    /// project, account, user…); replaces the stored ones.
+    #[serde(default)]
+    pub settings: Option<serde_json::Map<String, Value>>,
+    /// Data connectors' policy: `{readOnly, maxRows, maxBytes,
+    /// statementTimeoutMs}`.
+    #[serde(default)]
+    pub data_policy: Option<crate::data::DataPolicy>,
 }
 
 /// A configured toolkit as shown to admins: never a secret.
@@ -706,6 +714,7 @@ impl Broker {
                     &base_url,
                     params,
                     max_pages,
+                    &record,
                     &mut credential,
                 )
                 .await;
@@ -763,6 +772,7 @@ impl Broker {
             &base_url,
             params,
             max_pages,
+            &record,
             &mut credential,
         )
         .await
@@ -801,6 +811,7 @@ impl Broker {
     }
 
     /// Runs a tool: one request, or up to `max_pages` for paginated tools.
+    #[allow(clippy::too_many_arguments)]
     async fn call_tool(
         &self,
         connector: &Connector,
@@ -808,8 +819,14 @@ impl Broker {
         base_url: &url::Url,
         params: serde_json::Map<String, Value>,
         max_pages: u64,
+        record: &ToolkitRecord,
         credential: &mut Credential,
     ) -> Result<Value, ToolError> {
+        if let Some(kind) = tool.data {
+            return self
+                .call_data(connector, kind, base_url, &params, record, credential)
+                .await;
+        }
         let request = tools::prepare(tool, base_url, &params)?;
         let answer = self.send_request(connector, &request, credential).await?;
         let pagination = match &tool.spec.pagination {
@@ -844,6 +861,103 @@ impl Broker {
             }
         }
         Ok(tools::merge_pages(pagination, first, items))
+    }
+
+    /// Runs a generated data tool (query, listing) on the connector's
+    /// platform under the app's data policy.
+    async fn call_data(
+        &self,
+        connector: &Connector,
+        kind: crate::catalog::DataTool,
+        base_url: &url::Url,
+        params: &serde_json::Map<String, Value>,
+        record: &ToolkitRecord,
+        credential: &mut Credential,
+    ) -> Result<Value, ToolError> {
+        use crate::catalog::{DataPlatform, DataTool};
+        use crate::data::{DataError, DataOp, DataTarget, Platform, QueryRequest};
+        let slug = &connector.spec.slug;
+        let Some(data) = &connector.spec.data else {
+            return Err(ToolError::Unavailable(format!(
+                "`{slug}` is not a data connector"
+            )));
+        };
+        if data.per_app_host && record.api_base_url.is_none() {
+            return Err(ToolError::NotConnected(format!(
+                "every `{slug}` account has its own host: an admin must configure apiBaseUrl for it (POST /v1/{}/integrations/configure)",
+                record.app
+            )));
+        }
+        let text = |name: &str| params.get(name).and_then(Value::as_str).map(str::to_string);
+        let op = || match kind {
+            DataTool::Query => DataOp::Query(QueryRequest {
+                sql: text("sql").unwrap_or_default(),
+                params: params
+                    .get("params")
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .unwrap_or_default(),
+                max_rows: params.get("maxRows").and_then(Value::as_u64),
+                timeout_ms: params.get("timeoutMs").and_then(Value::as_u64),
+            }),
+            DataTool::ListDatabases => DataOp::ListDatabases,
+            DataTool::ListSchemas => DataOp::ListSchemas {
+                database: text("database"),
+            },
+            DataTool::ListTables => DataOp::ListTables {
+                database: text("database"),
+                schema: text("schema"),
+            },
+            DataTool::DescribeTable => DataOp::DescribeTable {
+                database: text("database"),
+                schema: text("schema"),
+                table: text("table").unwrap_or_default(),
+            },
+        };
+        let platform = match data.platform {
+            DataPlatform::Postgres => Platform::Postgres,
+            DataPlatform::Snowflake => Platform::Snowflake,
+            DataPlatform::Databricks => Platform::Databricks,
+            DataPlatform::BigQuery => Platform::BigQuery,
+        };
+        let policy = record.data_policy.clone().unwrap_or_default();
+        loop {
+            let secret = match &*credential {
+                Credential::ApiKey(k) => k,
+                Credential::OAuth { token, .. } => token,
+            };
+            let target = DataTarget {
+                platform,
+                base_url,
+                credential: secret,
+                settings: &record.settings,
+            };
+            match crate::data::run(&self.client, &self.policy, &target, &policy, op()).await {
+                Ok(result) => {
+                    return serde_json::to_value(result)
+                        .map_err(|e| ToolError::Unavailable(format!("result: {e}")));
+                }
+                Err(DataError::Tool(e)) => return Err(e),
+                Err(DataError::Unauthorized) => match credential {
+                    Credential::OAuth {
+                        token,
+                        connection,
+                        refreshed,
+                    } if !*refreshed => {
+                        let (fresh, latest) = self.force_refresh(connection).await?;
+                        *token = fresh;
+                        **connection = latest;
+                        *refreshed = true;
+                    }
+                    _ => {
+                        return Err(ToolError::NeedsReconnect(format!(
+                            "{} refused the credential; an admin must configure a valid one, or the user must connect again",
+                            connector.spec.display_name
+                        )));
+                    }
+                },
+            }
+        }
     }
 
     /// Sends one request: an OAuth 401 refreshes once and retries once (a
@@ -1066,6 +1180,27 @@ impl Broker {
         }
         if req.api_base_url.is_some() {
             record.api_base_url = req.api_base_url;
+        }
+        if let Some(settings) = req.settings {
+            let too_big = settings.len() > 32
+                || settings
+                    .iter()
+                    .any(|(k, v)| k.len() > 64 || v.to_string().len() > 1024);
+            if too_big {
+                return Err(AdminError::Invalid(
+                    "settings: at most 32 entries, names up to 64 bytes, values up to 1 KiB (secrets go in apiKey or clientSecret)".into(),
+                ));
+            }
+            record.settings = settings;
+        }
+        if let Some(policy) = req.data_policy {
+            if connector.spec.data.is_none() {
+                return Err(AdminError::Invalid(format!(
+                    "dataPolicy applies to data connectors; `{}` is not one",
+                    req.toolkit
+                )));
+            }
+            record.data_policy = Some(policy.checked().map_err(AdminError::Invalid)?);
         }
         let o = &mut record.oauth_overrides;
         for (slot, value) in [

@@ -216,6 +216,15 @@ impl Broker {
                 "toolkit `{slug}` has no OAuth client: an admin must POST /v1/{app}/integrations/configure with clientId and clientSecret"
             ));
         };
+        if connector.spec.data.as_ref().is_some_and(|d| d.per_app_host)
+            && (record.oauth_overrides.authorize_url.is_none()
+                || record.oauth_overrides.token_url.is_none()
+                || record.api_base_url.is_none())
+        {
+            return Err(format!(
+                "every `{slug}` account has its own host: an admin must configure apiBaseUrl, authorizeUrl and tokenUrl on it first (see the connector's description)"
+            ));
+        }
         let client_secret = self
             .open_hex(sealed, &client_secret_aad(app, slug))
             .map_err(|_| format!("the stored client secret of `{slug}` cannot be unsealed"))?;

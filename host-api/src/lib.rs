@@ -43,6 +43,7 @@ pub mod broker;
 pub mod catalog;
 pub mod connections;
 pub mod crypto;
+pub mod data;
 pub mod egress;
 pub mod encoders;
 pub mod error;

@@ -147,6 +147,13 @@ pub struct ToolkitRecord {
     /// local test servers).
     #[serde(default)]
     pub oauth_overrides: OAuthOverrides,
+    /// Non-secret connector settings (a Snowflake warehouse, a Databricks
+    /// warehouse id, a BigQuery project).
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub settings: serde_json::Map<String, serde_json::Value>,
+    /// Data connectors: read-only, row, byte and time caps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_policy: Option<crate::data::DataPolicy>,
 }
 
 /// Per-app replacements of a connector's OAuth endpoints.
