@@ -20,8 +20,9 @@ use tower::ServiceExt;
 const KEY: &str = "router-test-admin-key-0123456789";
 const CONNECTORS: &str = "/v1/app1/integrations/connectors";
 
-async fn start(dir: &std::path::Path, allow_insecure: bool) -> Arc<AppState> {
-    let config = ServeConfig {
+/// The server configuration these tests start from.
+fn config(dir: &std::path::Path, allow_insecure: bool) -> ServeConfig {
+    ServeConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         data_dir: dir.to_path_buf(),
         dev: false,
@@ -37,8 +38,11 @@ async fn start(dir: &std::path::Path, allow_insecure: bool) -> Arc<AppState> {
         connector_overrides: None,
         rate_limit_app: 0,
         rate_limit_user: 0,
-    };
-    config.start().await.unwrap().state
+    }
+}
+
+async fn start(dir: &std::path::Path, allow_insecure: bool) -> Arc<AppState> {
+    config(dir, allow_insecure).start().await.unwrap().state
 }
 
 async fn call(
@@ -718,25 +722,14 @@ async fn deployment_overrides_move_connectors_under_the_insecure_flag_only() {
         "[github]\napiBaseUrl = \"http://127.0.0.1:9/api/v3\"\ntokenUrl = \"http://127.0.0.1:9/login/oauth/access_token\"\n",
     )
     .unwrap();
-    let config =
+    let with_overrides =
         |insecure: bool, data: &std::path::Path, overrides: &std::path::Path| ServeConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            data_dir: data.to_path_buf(),
-            dev: false,
-            key: KeySource::Hex(host_api::Secret::new("11".repeat(32))),
-            allow_insecure_upstreams: insecure,
-            max_instances: 4,
-            apps: vec!["app1".into()],
-            admin_key: Some(host_api::Secret::new(KEY)),
-            public_url: None,
-            keep_alive_after: std::time::Duration::from_secs(3600),
-            keep_alive_every: std::time::Duration::from_secs(3600),
-            connectors_dir: None,
             connector_overrides: Some(overrides.to_path_buf()),
-            rate_limit_app: 0,
-            rate_limit_user: 0,
+            ..config(data, insecure)
         };
-    let refused = config(false, &dir.path().join("a"), &file).start().await;
+    let refused = with_overrides(false, &dir.path().join("a"), &file)
+        .start()
+        .await;
     let Err(err) = refused else {
         panic!("a loopback override needs the flag");
     };
@@ -746,7 +739,7 @@ async fn deployment_overrides_move_connectors_under_the_insecure_flag_only() {
         "{err}"
     );
 
-    let state = config(true, &dir.path().join("b"), &file)
+    let state = with_overrides(true, &dir.path().join("b"), &file)
         .start()
         .await
         .unwrap()
@@ -771,7 +764,7 @@ async fn deployment_overrides_move_connectors_under_the_insecure_flag_only() {
     .unwrap();
     let err = format!(
         "{:#}",
-        config(true, &dir.path().join("c"), &bad)
+        with_overrides(true, &dir.path().join("c"), &bad)
             .start()
             .await
             .err()
