@@ -2002,32 +2002,29 @@ async fn postgres_read_only_is_enforced_twice() {
     // The classifier refuses without a round trip: this server does not
     // exist, and the answer is still `denied`.
     let nowhere = "postgres://nobody:pw@127.0.0.1:1/none?sslmode=disable";
-    let err = tool_error(
-        pg(
-            nowhere,
-            &DataPolicy::default(),
-            query("INSERT INTO customers (id) VALUES (99)", vec![]),
-        )
-        .await,
-    );
-    assert!(
-        matches!(&err, ToolError::Denied(m) if m.contains("readOnly")),
-        "{err:?}"
-    );
-    // Writes the classifier cannot see stop at the READ ONLY transaction.
     for sql in [
-        "SELECT * FROM write_something()",
+        "INSERT INTO customers (id) VALUES (99)",
+        // Side effects the READ ONLY transaction would not all stop.
         "SELECT nextval('invoice_numbers')",
+        "SELECT pg_catalog.set_config('search_path', 'evil', false)",
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity",
     ] {
-        let err = tool_error(pg(&url, &DataPolicy::default(), query(sql, vec![])).await);
-        let ToolError::Denied(m) = &err else {
-            panic!("{sql}: {err:?}")
-        };
+        let err = tool_error(pg(nowhere, &DataPolicy::default(), query(sql, vec![])).await);
         assert!(
-            m.contains("read-only") && m.contains("dataPolicy.readOnly = false"),
-            "{m}"
+            matches!(&err, ToolError::Denied(m) if m.contains("\"readOnly\": false")),
+            "{sql}: {err:?}"
         );
     }
+    // Writes the classifier cannot see stop at the READ ONLY transaction.
+    let sql = "SELECT * FROM write_something()";
+    let err = tool_error(pg(&url, &DataPolicy::default(), query(sql, vec![])).await);
+    let ToolError::Denied(m) = &err else {
+        panic!("{sql}: {err:?}")
+    };
+    assert!(
+        m.contains("read-only") && m.contains("dataPolicy.readOnly = false"),
+        "{m}"
+    );
     let r = pg_ok(&url, query("SELECT count(*) FROM audit_log", vec![])).await;
     assert_eq!(r.rows, vec![vec![json!(0)]]);
     // With writes allowed, the same statement runs.

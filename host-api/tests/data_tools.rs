@@ -165,6 +165,45 @@ async fn postgres_queries_run_through_the_broker_under_the_admins_policy() {
 }
 
 #[tokio::test]
+async fn side_effect_functions_are_denied_before_they_reach_the_server() {
+    // Functions that PostgreSQL's READ ONLY transaction would let run are
+    // refused by the classifier under the default policy. The first server
+    // does not exist: `denied` (not `unavailable`) shows nothing was sent.
+    let nowhere = "postgres://nobody:pw@127.0.0.1:1/none?sslmode=disable".to_string();
+    let urls = std::iter::once(nowhere).chain(postgres_url());
+    for (n, url) in urls.enumerate() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = broker(dir.path());
+        configure(&broker, json!({"toolkit": "postgres", "apiKey": url}))
+            .await
+            .unwrap();
+        for sql in [
+            "SELECT pg_terminate_backend(1)",
+            "SELECT set_config('x', 'y', false)",
+            "select * from (select PG_CATALOG.pg_cancel_backend(pid) from pg_stat_activity) s",
+        ] {
+            let err = run(&broker, "POSTGRES_QUERY", json!({"sql": sql}))
+                .await
+                .unwrap_err();
+            assert_eq!(err.kind(), "denied", "{sql}: {err}");
+            let m = err.to_string();
+            assert!(
+                m.contains("readOnly") && m.contains(r#""dataPolicy": {"readOnly": false}"#),
+                "{m}"
+            );
+        }
+        let read = run(&broker, "POSTGRES_QUERY", json!({"sql": "select 1 AS one"})).await;
+        if n == 0 {
+            // The same connection does try the server for a plain read.
+            let err = read.unwrap_err();
+            assert_ne!(err.kind(), "denied", "{err}");
+        } else {
+            assert_eq!(read.unwrap()["rows"], json!([[1]]));
+        }
+    }
+}
+
+#[tokio::test]
 async fn accounts_with_their_own_host_must_be_configured_first() {
     let dir = tempfile::tempdir().unwrap();
     let broker = broker(dir.path());
