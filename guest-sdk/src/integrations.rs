@@ -143,7 +143,10 @@ pub enum Error {
     InsufficientScope {
         /// The missing scopes, in the provider's own spelling.
         missing: Vec<String>,
-        /// Where the user can grant them, when the host can build the link.
+        /// Where they can be granted: present only when the caller may
+        /// grant them (an admin for the app's shared connection, the
+        /// connection's own user). Show it to that person only; it is never
+        /// part of the error's `Display`.
         auth_url: Option<String>,
     },
     /// The provider (or the host) asked the function to slow down.
@@ -201,11 +204,20 @@ impl fmt::Display for Error {
             Self::NeedsReconnect(message) => {
                 write!(f, "the connection must be connected again: {message}")
             }
+            // Never the link itself: error text ends up in responses and
+            // logs that anyone may read, and the link re-authorizes the
+            // connection. Code that means to show it uses `auth_url`.
             Self::InsufficientScope { missing, auth_url } => {
                 write!(f, "the connection lacks the scopes {}", missing.join(", "))?;
                 match auth_url {
-                    Some(url) => write!(f, "; grant them at {url}"),
-                    None => Ok(()),
+                    Some(_) => write!(
+                        f,
+                        "; the error's auth_url lets the connection's owner grant them"
+                    ),
+                    None => write!(
+                        f,
+                        "; the connection's owner (an admin, for a shared connection) must grant them"
+                    ),
                 }
             }
             Self::RateLimited { retry_after_ms } => {
@@ -308,8 +320,13 @@ mod tests {
         }));
         assert_eq!(
             scope.to_string(),
-            "the connection lacks the scopes repo, read:org; grant them at https://example.test/grant"
+            "the connection lacks the scopes repo, read:org; the error's auth_url lets the connection's owner grant them"
         );
+        assert!(!scope.to_string().contains("https://"));
+        assert!(matches!(
+            &scope,
+            Error::InsufficientScope { auth_url: Some(url), .. } if url == "https://example.test/grant"
+        ));
         let upstream = Error::from(wit::Error::Upstream(wit::UpstreamError {
             status: 422,
             body: "Validation Failed".into(),

@@ -37,6 +37,37 @@ pub const MAX_PARAMS_DEPTH: usize = 32;
 pub const MAX_NAME_LEN: usize = 256;
 /// Longest credential an admin may store.
 pub const MAX_CREDENTIAL_LEN: usize = 16 * 1024;
+/// Largest result one tool call hands back, as JSON text: the pages a
+/// paginated call collects together, a data query's rows. The host holds
+/// it while the call runs and the guest copies it into its own memory, so
+/// it is bounded well below a function's default memory (128 MiB).
+pub const MAX_RESULT_BYTES: usize = 32 * 1024 * 1024;
+
+/// The length of a value's JSON text, without building the text.
+fn json_len(value: &Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 = self.0.saturating_add(buf.len());
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    match serde_json::to_writer(&mut count, value) {
+        Ok(()) => count.0,
+        Err(_) => usize::MAX,
+    }
+}
+
+fn result_too_large(what: &str, hint: &str) -> ToolError {
+    ToolError::Unavailable(format!(
+        "{what} exceeds the {} MiB a tool call may return; {hint}",
+        MAX_RESULT_BYTES / (1024 * 1024)
+    ))
+}
 
 /// Who an invocation runs as, established by the host, never by the guest.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -143,6 +174,38 @@ pub struct ConfigureToolkit {
     /// statementTimeoutMs}`.
     #[serde(default)]
     pub data_policy: Option<crate::data::DataPolicy>,
+    /// Tools of a shared or API-key toolkit that end users may call
+    /// directly through the execute API (replaces the stored list; `[]`
+    /// closes them all again). Named one by one: nothing, not the proxy
+    /// nor the data tools, is open unless listed.
+    #[serde(default)]
+    pub user_tools: Option<Vec<String>>,
+}
+
+/// Checks the `userTools` of a configure request against the connector's
+/// tools.
+fn checked_user_tools(
+    connector: &Connector,
+    tools: Vec<String>,
+) -> Result<Vec<String>, AdminError> {
+    let slug = &connector.spec.slug;
+    if tools.len() > 256 {
+        return Err(AdminError::Invalid(
+            "userTools: at most 256 tool names".into(),
+        ));
+    }
+    let mut out: Vec<String> = Vec::with_capacity(tools.len());
+    for name in tools {
+        if !connector.tools.contains_key(&name) {
+            return Err(AdminError::Invalid(format!(
+                "userTools: `{name}` is not a tool of `{slug}`; GET .../integrations/tools?toolkit={slug} lists them"
+            )));
+        }
+        if !out.contains(&name) {
+            out.push(name);
+        }
+    }
+    Ok(out)
 }
 
 /// A configured toolkit as shown to admins: never a secret.
@@ -165,6 +228,9 @@ pub struct ToolkitView {
     pub client_id: Option<String>,
     /// Whether an OAuth client secret is stored.
     pub has_client_secret: bool,
+    /// Tools of this (shared or API-key) toolkit that end users may call
+    /// directly.
+    pub user_tools: Vec<String>,
     /// Scopes a new connection asks for.
     pub scopes: Vec<String>,
     /// The redirect URI to register with the provider (OAuth toolkits).
@@ -337,14 +403,17 @@ enum Credential {
 }
 
 impl Broker {
-    /// A broker over `store`, sealing with `key`, calling out under `policy`.
+    /// A broker over `store`, sealing with `key`, calling out under `egress`
+    /// (an [`EgressPolicy`], or one with an outbound proxy).
     pub fn new(
         store: Arc<dyn Store>,
         key: Arc<Keyring>,
         builtin: Arc<Catalog>,
-        policy: EgressPolicy,
+        egress: impl Into<crate::egress::Egress>,
     ) -> Result<Self, String> {
-        let client = policy
+        let egress = egress.into();
+        let policy = egress.policy;
+        let client = egress
             .client()
             .map_err(|e| format!("cannot build the provider HTTP client: {e}"))?;
         let mut node = [0u8; 8];
@@ -569,13 +638,17 @@ impl Broker {
     ) -> Outcome {
         let started = Instant::now();
         let log_id = new_log_id();
-        let identity = match (as_user, &inv.principal) {
-            (Some(u), _) => format!("user:{u}"),
-            (None, Principal::User(u)) => format!("user:{u}"),
-            (None, Principal::Admin) => "admin".to_string(),
-            (None, Principal::Cron) => "cron".to_string(),
-            (None, Principal::Anonymous) => "anonymous".to_string(),
+        // The principal as the host verified it; what the call asked to act
+        // as is recorded apart, whether or not it was allowed.
+        let identity = match &inv.principal {
+            Principal::User(u) => format!("user:{u}"),
+            Principal::Admin => "admin".to_string(),
+            Principal::Cron => "cron".to_string(),
+            Principal::Anonymous => "anonymous".to_string(),
         };
+        let target_user = as_user
+            .or(inv.run_as.as_deref())
+            .map(|u| u.chars().take(MAX_NAME_LEN).collect());
         let mut used = None;
         let result = self
             .execute_inner(inv, tool, params_json, as_user, connection, &mut used)
@@ -593,6 +666,7 @@ impl Broker {
             app: inv.app.clone(),
             function: inv.function.clone(),
             identity: identity.chars().take(MAX_NAME_LEN + 8).collect(),
+            as_user: target_user,
             connection: used,
             tool: tool.chars().take(MAX_NAME_LEN).collect(),
             outcome,
@@ -629,7 +703,8 @@ impl Broker {
             Ok(l) => l.clone(),
             Err(p) => p.into_inner().clone(),
         };
-        if let Err(wait) = limits.check(&inv.app, caller_user) {
+        let anonymous = inv.principal == Principal::Anonymous && caller_user.is_none();
+        if let Err(wait) = limits.check(&inv.app, caller_user, anonymous) {
             return Err(ToolError::RateLimited {
                 retry_after_ms: u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1),
             });
@@ -684,6 +759,19 @@ impl Broker {
         if !record.enabled {
             return Err(ToolError::Denied(format!(
                 "toolkit `{slug}` is disabled for app `{}`; an admin can enable it again with POST /v1/{}/integrations/configure",
+                inv.app, inv.app
+            )));
+        }
+        // An end user calling the API directly acts with their own
+        // connections only: the app's credential (a shared connection or
+        // an API key) serves end users through functions whose manifest
+        // grants the tool, or through tools the admin opened to them.
+        let direct_user = inv.function.is_none() && matches!(inv.principal, Principal::User(_));
+        let app_credential =
+            record.shared || record.sealed_credential.is_some() || connector.oauth.is_none();
+        if direct_user && app_credential && !record.user_tools.iter().any(|t| t == tool_name) {
+            return Err(ToolError::Denied(format!(
+                "`{tool_name}` would run with app `{}`'s own `{slug}` credential, which end users cannot use directly: call it from a function whose manifest grants it, or an admin can open it to end users with POST /v1/{}/integrations/configure {{\"toolkit\": \"{slug}\", \"userTools\": [\"{tool_name}\"]}}",
                 inv.app, inv.app
             )));
         }
@@ -753,10 +841,9 @@ impl Broker {
             .cloned()
             .collect();
         if !missing.is_empty() {
-            let auth_url = self
-                .step_up_url(&connector, &record, &connection, &missing)
-                .await;
-            return Err(ToolError::InsufficientScope { missing, auth_url });
+            return Err(self
+                .insufficient_scope(inv, &connector, &record, &connection, missing)
+                .await);
         }
 
         let (token, connection) = self.access_token(connection).await?;
@@ -776,6 +863,61 @@ impl Broker {
             &mut credential,
         )
         .await
+    }
+
+    /// The `insufficient-scope` error of a call: a step-up link only for a
+    /// caller who may re-authorize the connection (an admin for the app's
+    /// shared one, its own end user or an admin for a user's); anyone
+    /// else learns who must approve the scopes.
+    async fn insufficient_scope(
+        &self,
+        inv: &Invocation,
+        connector: &Connector,
+        record: &ToolkitRecord,
+        connection: &crate::store::ConnectionRecord,
+        missing: Vec<String>,
+    ) -> ToolError {
+        let app = &inv.app;
+        let slug = &connector.spec.slug;
+        let may_grant = match (&inv.principal, &connection.user_id) {
+            (Principal::Admin, _) => true,
+            (Principal::User(caller), Some(owner)) => caller == owner,
+            _ => false,
+        };
+        let reconnect = format!(
+            "POST /v1/{app}/integrations/connect {{\"toolkit\": \"{slug}\", \"connectionId\": \"{}\", \"scopes\": {}}}",
+            connection.id,
+            serde_json::Value::from(missing.clone())
+        );
+        if !may_grant {
+            let hint = match &connection.user_id {
+                None => format!(
+                    "an admin of app `{app}` must approve them for the shared `{slug}` connection ({reconnect} with the admin key)"
+                ),
+                Some(owner) => format!(
+                    "user `{owner}` must grant them by reconnecting ({reconnect} with their JWT)"
+                ),
+            };
+            return ToolError::InsufficientScope {
+                missing,
+                auth_url: None,
+                hint,
+            };
+        }
+        let auth_url = self
+            .step_up_url(connector, record, connection, &missing)
+            .await;
+        let hint = match auth_url {
+            Some(_) => {
+                "send the person who owns the connection to authUrl to grant them".to_string()
+            }
+            None => format!("reconnect with {reconnect}"),
+        };
+        ToolError::InsufficientScope {
+            missing,
+            auth_url,
+            hint,
+        }
     }
 
     /// The base URL a tool call goes to: a named host of the connector, or
@@ -837,6 +979,7 @@ impl Broker {
         let mut items = tools::page_items(pagination, &answer.value)
             .cloned()
             .unwrap_or_default();
+        let mut collected = json_len(&answer.value);
         let (mut params, mut request, mut answer) = (params, request, answer);
         for _ in 1..max_pages.min(crate::catalog::MAX_PAGES) {
             match tools::next_page(pagination, &params, &request, &answer) {
@@ -855,6 +998,13 @@ impl Broker {
                 }
             }
             answer = self.send_request(connector, &request, credential).await?;
+            collected = collected.saturating_add(json_len(&answer.value));
+            if collected > MAX_RESULT_BYTES {
+                return Err(result_too_large(
+                    "the pages collected so far",
+                    "ask for fewer pages (maxPages) or narrow the query",
+                ));
+            }
             match tools::page_items(pagination, &answer.value) {
                 Some(more) => items.extend(more.iter().cloned()),
                 None => break,
@@ -934,8 +1084,15 @@ impl Broker {
             };
             match crate::data::run(&self.client, &self.policy, &target, &policy, op()).await {
                 Ok(result) => {
-                    return serde_json::to_value(result)
-                        .map_err(|e| ToolError::Unavailable(format!("result: {e}")));
+                    let value = serde_json::to_value(result)
+                        .map_err(|e| ToolError::Unavailable(format!("result: {e}")))?;
+                    if json_len(&value) > MAX_RESULT_BYTES {
+                        return Err(result_too_large(
+                            "the query's result",
+                            "lower maxRows, or the toolkit's dataPolicy maxBytes",
+                        ));
+                    }
+                    return Ok(value);
                 }
                 Err(DataError::Tool(e)) => return Err(e),
                 Err(DataError::Unauthorized) => match credential {
@@ -1149,96 +1306,124 @@ impl Broker {
                 )));
             }
         }
-        let existing = self.store.get_toolkit(app, &req.toolkit).await?;
-        let mut record = existing.unwrap_or_else(|| ToolkitRecord {
-            app: app.to_string(),
-            toolkit: req.toolkit.clone(),
-            // A bot or service account serves everyone unless told otherwise.
-            shared: connector.spec.kind == crate::catalog::ConnectorKind::Shared,
-            ..ToolkitRecord::default()
-        });
-        record.enabled = true;
-        if let Some(key) = &req.api_key {
-            record.sealed_credential =
-                Some(self.seal_hex(key, &credential_aad(app, &req.toolkit))?);
-        }
-        if let Some(secret) = &req.client_secret {
-            record.sealed_client_secret =
-                Some(self.seal_hex(secret, &client_secret_aad(app, &req.toolkit))?);
-        }
-        if req.client_id.is_some() {
-            record.client_id = req.client_id;
-        }
-        if req.display_name.is_some() {
-            record.display_name = req.display_name;
-        }
-        if req.scopes.is_some() {
-            record.scopes = req.scopes;
-        }
-        if let Some(shared) = req.shared {
-            record.shared = shared;
-        }
-        if req.api_base_url.is_some() {
-            record.api_base_url = req.api_base_url;
-        }
-        if let Some(settings) = req.settings {
-            let too_big = settings.len() > 32
-                || settings
-                    .iter()
-                    .any(|(k, v)| k.len() > 64 || v.to_string().len() > 1024);
-            if too_big {
-                return Err(AdminError::Invalid(
-                    "settings: at most 32 entries, names up to 64 bytes, values up to 1 KiB (secrets go in apiKey or clientSecret)".into(),
-                ));
+        // Compare-and-swap: a write between the read and this one (another
+        // configure, a disable, a re-encryption) fails the swap, and the
+        // request is applied again to what is stored then, so neither change
+        // is lost (a disable is undone only by a configure that follows it).
+        for _ in 0..crate::store::MAX_CAS_ATTEMPTS {
+            let existing = self.store.get_toolkit(app, &req.toolkit).await?;
+            let expected = existing.as_ref().map(|r| r.version);
+            let mut record = existing.unwrap_or_else(|| ToolkitRecord {
+                app: app.to_string(),
+                toolkit: req.toolkit.clone(),
+                // A bot or service account serves everyone unless told otherwise.
+                shared: connector.spec.kind == crate::catalog::ConnectorKind::Shared,
+                ..ToolkitRecord::default()
+            });
+            record.enabled = true;
+            if let Some(key) = &req.api_key {
+                record.sealed_credential =
+                    Some(self.seal_hex(key, &credential_aad(app, &req.toolkit))?);
             }
-            record.settings = settings;
-        }
-        if let Some(policy) = req.data_policy {
-            if connector.spec.data.is_none() {
+            if let Some(secret) = &req.client_secret {
+                record.sealed_client_secret =
+                    Some(self.seal_hex(secret, &client_secret_aad(app, &req.toolkit))?);
+            }
+            if req.client_id.is_some() {
+                record.client_id = req.client_id.clone();
+            }
+            if req.display_name.is_some() {
+                record.display_name = req.display_name.clone();
+            }
+            if req.scopes.is_some() {
+                record.scopes = req.scopes.clone();
+            }
+            if let Some(shared) = req.shared {
+                record.shared = shared;
+            }
+            if req.api_base_url.is_some() {
+                record.api_base_url = req.api_base_url.clone();
+            }
+            if let Some(settings) = &req.settings {
+                let too_big = settings.len() > 32
+                    || settings
+                        .iter()
+                        .any(|(k, v)| k.len() > 64 || v.to_string().len() > 1024);
+                if too_big {
+                    return Err(AdminError::Invalid(
+                        "settings: at most 32 entries, names up to 64 bytes, values up to 1 KiB (secrets go in apiKey or clientSecret)".into(),
+                    ));
+                }
+                record.settings = settings.clone();
+            }
+            if let Some(tools) = &req.user_tools {
+                record.user_tools = checked_user_tools(&connector, tools.clone())?;
+            }
+            if let Some(policy) = &req.data_policy {
+                if connector.spec.data.is_none() {
+                    return Err(AdminError::Invalid(format!(
+                        "dataPolicy applies to data connectors; `{}` is not one",
+                        req.toolkit
+                    )));
+                }
+                record.data_policy = Some(policy.clone().checked().map_err(AdminError::Invalid)?);
+            }
+            let o = &mut record.oauth_overrides;
+            for (slot, value) in [
+                (&mut o.authorize_url, req.authorize_url.clone()),
+                (&mut o.token_url, req.token_url.clone()),
+                (&mut o.revocation_url, req.revocation_url.clone()),
+            ] {
+                if value.is_some() {
+                    *slot = value;
+                }
+            }
+            if connector.oauth.is_some()
+                && record.sealed_credential.is_none()
+                && (record.client_id.is_none() || record.sealed_client_secret.is_none())
+            {
                 return Err(AdminError::Invalid(format!(
-                    "dataPolicy applies to data connectors; `{}` is not one",
-                    req.toolkit
+                    "`{}` connects through OAuth: send the app's clientId and clientSecret (register {} as the redirect URI at the provider), or an apiKey for a static token",
+                    req.toolkit,
+                    self.callback_url()
                 )));
             }
-            record.data_policy = Some(policy.checked().map_err(AdminError::Invalid)?);
-        }
-        let o = &mut record.oauth_overrides;
-        for (slot, value) in [
-            (&mut o.authorize_url, req.authorize_url),
-            (&mut o.token_url, req.token_url),
-            (&mut o.revocation_url, req.revocation_url),
-        ] {
-            if value.is_some() {
-                *slot = value;
+            record.updated_at = now_ms() / 1000;
+            if self.store.put_toolkit_if_version(&record, expected).await? {
+                return Ok(self.view(&record, &connector));
             }
         }
-        if connector.oauth.is_some()
-            && record.sealed_credential.is_none()
-            && (record.client_id.is_none() || record.sealed_client_secret.is_none())
-        {
-            return Err(AdminError::Invalid(format!(
-                "`{}` connects through OAuth: send the app's clientId and clientSecret (register {} as the redirect URI at the provider), or an apiKey for a static token",
-                req.toolkit,
-                self.callback_url()
-            )));
-        }
-        record.updated_at = now_ms() / 1000;
-        self.store.put_toolkit(&record).await?;
-        Ok(self.view(&record, &connector))
+        Err(AdminError::Busy(format!(
+            "toolkit `{}` kept changing while it was being configured; try again",
+            req.toolkit
+        )))
     }
 
     /// Disables a toolkit; its credentials and connections are kept for
     /// re-enabling, and every call is denied meanwhile.
     pub async fn disable(&self, app: &str, toolkit: &str) -> Result<(), AdminError> {
-        let mut record = self.store.get_toolkit(app, toolkit).await?.ok_or_else(|| {
-            AdminError::NotFound(format!(
-                "toolkit `{toolkit}` is not configured for app `{app}`"
-            ))
-        })?;
-        record.enabled = false;
-        record.updated_at = now_ms() / 1000;
-        self.store.put_toolkit(&record).await?;
-        Ok(())
+        // Compare-and-swap, as in `configure`: a concurrent write (a
+        // re-encryption re-sealing the credential) is re-read, never undone.
+        for _ in 0..crate::store::MAX_CAS_ATTEMPTS {
+            let mut record = self.store.get_toolkit(app, toolkit).await?.ok_or_else(|| {
+                AdminError::NotFound(format!(
+                    "toolkit `{toolkit}` is not configured for app `{app}`"
+                ))
+            })?;
+            let expected = record.version;
+            record.enabled = false;
+            record.updated_at = now_ms() / 1000;
+            if self
+                .store
+                .put_toolkit_if_version(&record, Some(expected))
+                .await?
+            {
+                return Ok(());
+            }
+        }
+        Err(AdminError::Busy(format!(
+            "toolkit `{toolkit}` kept changing while it was being disabled; try again"
+        )))
     }
 
     /// Configured toolkits of an app.
@@ -1266,6 +1451,7 @@ impl Broker {
             shared: record.shared || !oauth,
             client_id: record.client_id.clone(),
             has_client_secret: record.sealed_client_secret.is_some(),
+            user_tools: record.user_tools.clone(),
             scopes: record
                 .scopes
                 .clone()

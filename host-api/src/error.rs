@@ -14,12 +14,16 @@ pub enum ToolError {
     #[error("needs reconnect: {0}")]
     NeedsReconnect(String),
     /// The connection lacks scopes.
-    #[error("insufficient scope: missing {}", missing.join(", "))]
+    #[error("insufficient scope: missing {}; {hint}", missing.join(", "))]
     InsufficientScope {
         /// Scopes the tool needs that were not granted.
         missing: Vec<String>,
-        /// Where to grant them, when known.
+        /// Where to grant them: only for a caller who may (an admin for a
+        /// shared connection, the connection's own user or an admin for a
+        /// user's).
         auth_url: Option<String>,
+        /// Who must grant them and how.
+        hint: String,
     },
     /// Slow down and retry after the delay.
     #[error("rate limited: retry after {retry_after_ms} ms")]

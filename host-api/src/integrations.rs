@@ -97,9 +97,9 @@ impl From<ToolError> for wit::Error {
         match e {
             ToolError::NotConnected(m) => wit::Error::NotConnected(m),
             ToolError::NeedsReconnect(m) => wit::Error::NeedsReconnect(m),
-            ToolError::InsufficientScope { missing, auth_url } => {
-                wit::Error::InsufficientScope(wit::ScopeError { missing, auth_url })
-            }
+            ToolError::InsufficientScope {
+                missing, auth_url, ..
+            } => wit::Error::InsufficientScope(wit::ScopeError { missing, auth_url }),
             ToolError::RateLimited { retry_after_ms } => wit::Error::RateLimited(retry_after_ms),
             ToolError::Denied(m) => wit::Error::Denied(m),
             ToolError::InvalidParams(m) => wit::Error::InvalidParams(m),

@@ -167,6 +167,9 @@ impl TokenHttp {
             .send()
             .await
             .map_err(|e| {
+                if let Some(refused) = crate::egress::refusal(&e) {
+                    return TransportError::Policy(refused.to_string());
+                }
                 TransportError::Io(if e.is_timeout() {
                     "timed out"
                 } else if e.is_connect() {

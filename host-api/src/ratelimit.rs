@@ -1,7 +1,10 @@
-//! Rate limits on brokered tool calls, per app and per end user.
+//! Rate limits on brokered tool calls, per app, per end user, and for
+//! anonymous callers of an app's functions.
 //!
 //! A token bucket per key: `rate` calls a second on average, bursts up to
-//! `burst`. A call over the limit gets the WIT `rate-limited` error with the
+//! `burst`. Anonymous calls (a function called with no credential) take
+//! from a bucket of their own instead of the app's, so anonymous traffic
+//! cannot drain the quota the app's users and cron runs live on. A call over the limit gets the WIT `rate-limited` error with the
 //! time until a token is available, before anything else is done, so a
 //! runaway function (or an abusive user) cannot exhaust an app's provider
 //! quota or the host.
@@ -45,22 +48,34 @@ struct Bucket {
 pub struct RateLimits {
     app: Option<Quota>,
     user: Option<Quota>,
+    /// All anonymous calls of one app together; `None`: they share the
+    /// app's bucket.
+    anonymous: Option<Quota>,
     buckets: Mutex<HashMap<String, Bucket>>,
 }
 
 impl RateLimits {
-    /// Limits per app and per (app, user).
+    /// Limits per app and per (app, user); anonymous calls of an app get
+    /// one user's quota between them (see [`RateLimits::with_anonymous`]).
     pub fn new(app: Option<Quota>, user: Option<Quota>) -> Self {
         Self {
             app,
             user,
+            anonymous: user,
             buckets: Mutex::new(HashMap::new()),
         }
     }
 
+    /// Sets the quota of an app's anonymous calls together; `None` makes
+    /// them take from the app's bucket.
+    pub fn with_anonymous(mut self, anonymous: Option<Quota>) -> Self {
+        self.anonymous = anonymous;
+        self
+    }
+
     /// The longest time (s) any bucket needs to fill up from empty.
     fn refill_secs(&self) -> f64 {
-        [self.app, self.user]
+        [self.app, self.user, self.anonymous]
             .into_iter()
             .flatten()
             .map(|q| q.burst / q.per_second.max(f64::MIN_POSITIVE))
@@ -68,19 +83,28 @@ impl RateLimits {
     }
 
     /// Takes one call from the app's bucket and, with a user, from the
-    /// user's; on refusal returns how long to wait.
-    pub fn check(&self, app: &str, user: Option<&str>) -> Result<(), Duration> {
-        self.check_at(app, user, Instant::now())
+    /// user's; an `anonymous` call takes from the app's anonymous bucket
+    /// instead. On refusal returns how long to wait.
+    pub fn check(&self, app: &str, user: Option<&str>, anonymous: bool) -> Result<(), Duration> {
+        self.check_at(app, user, anonymous, Instant::now())
     }
 
-    fn check_at(&self, app: &str, user: Option<&str>, now: Instant) -> Result<(), Duration> {
+    fn check_at(
+        &self,
+        app: &str,
+        user: Option<&str>,
+        anonymous: bool,
+        now: Instant,
+    ) -> Result<(), Duration> {
         let Ok(mut buckets) = self.buckets.lock() else {
             // A poisoned lock must not stop every call.
             return Ok(());
         };
         let mut keys: Vec<(String, Quota)> = Vec::with_capacity(2);
-        if let Some(q) = self.app {
-            keys.push((format!("a\0{app}"), q));
+        match (anonymous, self.anonymous, self.app) {
+            (true, Some(q), _) => keys.push((format!("n\0{app}"), q)),
+            (_, _, Some(q)) => keys.push((format!("a\0{app}"), q)),
+            _ => {}
         }
         if let (Some(q), Some(u)) = (self.user, user) {
             keys.push((format!("u\0{app}\0{u}"), q));
@@ -134,16 +158,18 @@ mod tests {
         let limits = RateLimits::new(None, Some(Quota::per_second(2)));
         let t0 = Instant::now();
         for _ in 0..4 {
-            limits.check_at("app", Some("alice"), t0).unwrap();
+            limits.check_at("app", Some("alice"), false, t0).unwrap();
         }
-        let wait = limits.check_at("app", Some("alice"), t0).unwrap_err();
+        let wait = limits
+            .check_at("app", Some("alice"), false, t0)
+            .unwrap_err();
         assert!(wait > Duration::from_millis(400) && wait <= Duration::from_millis(500));
         // Another user has their own bucket; calls without a user are not
         // limited per user.
-        limits.check_at("app", Some("bob"), t0).unwrap();
-        limits.check_at("app", None, t0).unwrap();
+        limits.check_at("app", Some("bob"), false, t0).unwrap();
+        limits.check_at("app", None, false, t0).unwrap();
         limits
-            .check_at("app", Some("alice"), t0 + Duration::from_millis(500))
+            .check_at("app", Some("alice"), false, t0 + Duration::from_millis(500))
             .unwrap();
     }
 
@@ -151,12 +177,36 @@ mod tests {
     fn the_app_limit_covers_all_its_users_and_refusals_cost_nothing() {
         let limits = RateLimits::new(Some(Quota::per_second(1)), Some(Quota::per_second(100)));
         let t0 = Instant::now();
-        limits.check_at("app", Some("a"), t0).unwrap();
-        limits.check_at("app", Some("b"), t0).unwrap();
-        assert!(limits.check_at("app", Some("c"), t0).is_err());
-        assert!(limits.check_at("other", Some("c"), t0).is_ok());
+        limits.check_at("app", Some("a"), false, t0).unwrap();
+        limits.check_at("app", Some("b"), false, t0).unwrap();
+        assert!(limits.check_at("app", Some("c"), false, t0).is_err());
+        assert!(limits.check_at("other", Some("c"), false, t0).is_ok());
         // The refused call did not spend c's user token.
         let buckets = limits.buckets.lock().unwrap();
         assert_eq!(buckets["u\0app\0c"].tokens, 200.0);
+    }
+
+    #[test]
+    fn anonymous_calls_have_their_own_bucket_and_cannot_drain_the_apps() {
+        let limits = RateLimits::new(Some(Quota::per_second(2)), Some(Quota::per_second(100)))
+            .with_anonymous(Some(Quota::per_second(1)));
+        let t0 = Instant::now();
+        // Anonymous traffic spends its own burst of 2, then is refused...
+        limits.check_at("app", None, true, t0).unwrap();
+        limits.check_at("app", None, true, t0).unwrap();
+        assert!(limits.check_at("app", None, true, t0).is_err());
+        // ...while the app's bucket is untouched: its whole burst of 4 is
+        // still there for users and cron runs.
+        for _ in 0..4 {
+            limits.check_at("app", Some("alice"), false, t0).unwrap();
+        }
+        assert!(limits.check_at("app", Some("alice"), false, t0).is_err());
+        // Another app's anonymous callers are separate.
+        limits.check_at("other", None, true, t0).unwrap();
+        // Without an anonymous quota they share the app's bucket.
+        let shared = RateLimits::new(Some(Quota::per_second(1)), None).with_anonymous(None);
+        shared.check_at("app", None, true, t0).unwrap();
+        shared.check_at("app", None, true, t0).unwrap();
+        assert!(shared.check_at("app", Some("bob"), false, t0).is_err());
     }
 }

@@ -103,6 +103,7 @@ impl Broker {
         app: &str,
         patch: SettingsPatch,
     ) -> Result<SettingsView, AdminError> {
+        let (patches_urls, patches_jwt) = (patch.redirect_urls.is_some(), patch.jwt.is_some());
         let mut record = self
             .store
             .get_app(app)
@@ -129,8 +130,33 @@ impl Broker {
             Some(None) => record.settings.jwt = None,
             Some(Some(j)) => record.settings.jwt = Some(self.jwt_settings(app, j)?),
         }
-        self.store.put_app(&record).await?;
-        Ok(self.settings_view(&record.settings))
+        // Compare-and-swap: if another write got in since the read (another
+        // PATCH, a re-encryption, an admin key change), the patched fields
+        // are set on the newer record and the swap is tried again.
+        let patched = record.settings.clone();
+        for _ in 0..crate::store::MAX_CAS_ATTEMPTS {
+            if self
+                .store
+                .put_app_if_version(&record, Some(record.version))
+                .await?
+            {
+                return Ok(self.settings_view(&record.settings));
+            }
+            record = self
+                .store
+                .get_app(app)
+                .await?
+                .ok_or_else(|| AdminError::NotFound(format!("no app `{app}`")))?;
+            if patches_urls {
+                record.settings.redirect_urls = patched.redirect_urls.clone();
+            }
+            if patches_jwt {
+                record.settings.jwt = patched.jwt.clone();
+            }
+        }
+        Err(AdminError::Busy(format!(
+            "the settings of app `{app}` kept changing while being saved; try again"
+        )))
     }
 
     fn jwt_settings(&self, app: &str, j: JwtPatch) -> Result<JwtSettings, AdminError> {

@@ -51,6 +51,11 @@ pub struct AppRecord {
     /// End-user authentication and connect-flow settings.
     #[serde(default)]
     pub settings: AppSettings,
+    /// Increases with every write (assigned by the store; records written
+    /// before versions existed read as 0): read-modify-write callers use
+    /// [`Store::put_app_if_version`] so concurrent changes are not lost.
+    #[serde(default)]
+    pub version: u64,
 }
 
 /// An app's settings, changed with `PATCH /v1/{appId}/settings`.
@@ -127,6 +132,11 @@ pub struct ToolkitRecord {
     pub sealed_credential: Option<String>,
     /// Unix seconds.
     pub updated_at: u64,
+    /// Increases with every write (assigned by the store; 0 for records
+    /// written before versions existed): see
+    /// [`Store::put_toolkit_if_version`].
+    #[serde(default)]
+    pub version: u64,
     /// Name shown to people, replacing the connector's.
     #[serde(default)]
     pub display_name: Option<String>,
@@ -154,6 +164,12 @@ pub struct ToolkitRecord {
     /// Data connectors: read-only, row, byte and time caps.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data_policy: Option<crate::data::DataPolicy>,
+    /// Tools of a shared or API-key toolkit that end users may call
+    /// directly through the execute API with their own JWT (by default
+    /// none: the app's credential serves end users only through functions
+    /// whose manifest grants the tool).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub user_tools: Vec<String>,
 }
 
 /// Per-app replacements of a connector's OAuth endpoints.
@@ -280,6 +296,18 @@ pub struct FlowRecord {
     pub created_at_ms: u64,
     /// Unix ms; the flow is refused after this.
     pub expires_at_ms: u64,
+    /// Started by an admin to move the connection to another upstream
+    /// account; without it a reconnect must come back with the same one.
+    #[serde(default)]
+    pub switch_account: bool,
+    /// SHA-256 (hex) of the cookie that binds the flow to the browser that
+    /// confirmed it on the connect page; the callback requires it.
+    #[serde(default)]
+    pub browser_binding: Option<String>,
+    /// The provider's authorization URL (it carries the state), sealed
+    /// (hex); the connect page sends the confirming browser there.
+    #[serde(default)]
+    pub sealed_provider_url: Option<String>,
 }
 
 /// A refresh lease: who may refresh a connection's tokens right now.
@@ -305,8 +333,14 @@ pub struct AuditRecord {
     pub app: String,
     /// Calling function, if the call came from one.
     pub function: Option<String>,
-    /// Who the call ran as (`shared`, `user:<id>`, `admin`).
+    /// The verified principal the call came from (`admin`, `cron`,
+    /// `anonymous`, `user:<id>`), never a guest-supplied value.
     pub identity: String,
+    /// The end user a call asked to act as (`as-user` or the API's
+    /// `userId`), recorded apart from the principal whether or not it was
+    /// allowed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub as_user: Option<String>,
     /// The connection whose credential was used, if one was.
     #[serde(default)]
     pub connection: Option<String>,
@@ -325,6 +359,11 @@ pub struct AuditRecord {
 /// Run records kept per scheduled job; older ones are dropped.
 pub const MAX_RUNS_PER_JOB: usize = 1000;
 
+/// Attempts of a read-modify-write (read, change, compare-and-swap) before
+/// a caller gives up: each failed attempt means another writer got in
+/// between, so a handful covers any real contention on one admin record.
+pub const MAX_CAS_ATTEMPTS: usize = 8;
+
 /// Storage backend. Implementations must make a write durable before its
 /// future resolves.
 #[async_trait]
@@ -338,8 +377,19 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn get_app(&self, id: &str) -> Result<Option<AppRecord>, StoreError>;
     /// All apps.
     async fn list_apps(&self) -> Result<Vec<AppRecord>, StoreError>;
-    /// Creates or replaces an app.
+    /// Creates or replaces an app, unconditionally (for creating one; a
+    /// change to an existing app goes through [`Store::put_app_if_version`]).
+    /// The stored version becomes the previous one plus one.
     async fn put_app(&self, app: &AppRecord) -> Result<(), StoreError>;
+    /// Compare-and-swap: writes `app` only if the stored app has version
+    /// `expected` (`None`: only if there is no such app yet), with the next
+    /// version (`app.version` is ignored). False if another write got in
+    /// between: re-read, re-apply the change and try again.
+    async fn put_app_if_version(
+        &self,
+        app: &AppRecord,
+        expected: Option<u64>,
+    ) -> Result<bool, StoreError>;
 
     /// The current version of a function.
     async fn get_function(
@@ -377,8 +427,18 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     ) -> Result<Option<ToolkitRecord>, StoreError>;
     /// All toolkit configurations of an app.
     async fn list_toolkits(&self, app: &str) -> Result<Vec<ToolkitRecord>, StoreError>;
-    /// Creates or replaces a toolkit configuration.
+    /// Creates or replaces a toolkit configuration, unconditionally; the
+    /// stored version becomes the previous one plus one. Changes made from
+    /// a record read earlier go through [`Store::put_toolkit_if_version`].
     async fn put_toolkit(&self, record: &ToolkitRecord) -> Result<(), StoreError>;
+    /// Compare-and-swap, as [`Store::put_app_if_version`]: writes `record`
+    /// with the next version only if the stored one has version `expected`
+    /// (`None`: none stored yet); false if it changed meanwhile.
+    async fn put_toolkit_if_version(
+        &self,
+        record: &ToolkitRecord,
+        expected: Option<u64>,
+    ) -> Result<bool, StoreError>;
 
     /// Custom connectors of an app.
     async fn list_connectors(&self, app: &str) -> Result<Vec<ConnectorSpec>, StoreError>;
@@ -417,6 +477,8 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     /// Stores a pending connect flow under the hash of its state.
     async fn put_flow(&self, state_hash: &str, flow: &FlowRecord) -> Result<(), StoreError>;
+    /// A pending flow, left in place (the connect page reads it).
+    async fn get_flow(&self, state_hash: &str) -> Result<Option<FlowRecord>, StoreError>;
     /// Removes and returns a flow: a state can be redeemed once.
     async fn take_flow(&self, state_hash: &str) -> Result<Option<FlowRecord>, StoreError>;
     /// Pending flows of an app.
@@ -463,6 +525,25 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn append_audit(&self, record: &AuditRecord) -> Result<(), StoreError>;
     /// The newest audit records of an app, newest first.
     async fn list_audit(&self, app: &str, limit: usize) -> Result<Vec<AuditRecord>, StoreError>;
+    /// Retention: removes an app's audit records older than
+    /// `older_than_ms` (Unix ms) and all but its `keep_newest` newest;
+    /// returns how many went. Records are ordered by time, so this removes
+    /// a range rather than testing each record.
+    async fn prune_audit(
+        &self,
+        app: &str,
+        older_than_ms: u64,
+        keep_newest: usize,
+    ) -> Result<usize, StoreError>;
+    /// Retention of run records (as [`Store::prune_audit`]) over every job
+    /// whose id starts with `prefix`: those older than `older_than_ms`, and
+    /// all but the `keep_newest` newest across those jobs, are removed.
+    async fn prune_runs(
+        &self,
+        prefix: &str,
+        older_than_ms: u64,
+        keep_newest: usize,
+    ) -> Result<usize, StoreError>;
 }
 
 /// The embedded store: one sled database in the data directory.
@@ -541,6 +622,44 @@ fn encode<T: Serialize>(what: &'static str, value: &T) -> Result<Vec<u8>, StoreE
     })
 }
 
+/// A record whose `version` the store assigns on every write.
+trait Versioned: Serialize + Clone {
+    fn set_version(&mut self, version: u64);
+}
+
+impl Versioned for AppRecord {
+    fn set_version(&mut self, version: u64) {
+        self.version = version;
+    }
+}
+
+impl Versioned for ToolkitRecord {
+    fn set_version(&mut self, version: u64) {
+        self.version = version;
+    }
+}
+
+/// Only the version of a stored record (the rest is not decoded).
+#[derive(Deserialize)]
+struct StoredVersion {
+    #[serde(default)]
+    version: u64,
+}
+
+/// Keys one batch of a prune removes. A batch of 1,000 takes about 10 ms
+/// on sled, about as long as a prune keeps a worker thread before it
+/// yields to other tasks (larger batches were no faster).
+const PRUNE_BATCH: usize = 1_000;
+
+/// The time (big-endian Unix ms) and id of a run key: what follows the
+/// job id and its 0 byte.
+fn run_key_tail(k: &[u8]) -> &[u8] {
+    k.iter()
+        .position(|b| *b == 0)
+        .and_then(|i| k.get(i + 1..))
+        .unwrap_or_default()
+}
+
 impl SledStore {
     /// Opens (or creates) the store under `dir`.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
@@ -591,6 +710,91 @@ impl SledStore {
             .map(|item| decode(what, &item?.1))
             .collect()
     }
+
+    /// Writes `record` under `k` with the version after the stored one,
+    /// unconditionally (`expected` `None`) or only if the stored version is
+    /// the expected one (`Some(None)`: nothing stored). The check and the
+    /// write are one compare-and-swap of the stored bytes.
+    async fn write_versioned<T: Versioned>(
+        &self,
+        tree: &sled::Tree,
+        what: &'static str,
+        k: &[u8],
+        record: &T,
+        expected: Option<Option<u64>>,
+    ) -> Result<bool, StoreError> {
+        let mut record = record.clone();
+        loop {
+            let current = tree.get(k)?;
+            // An undecodable record counts as version 0: replacing it is
+            // how an admin repairs it.
+            let stored = current
+                .as_ref()
+                .map(|v| decode::<StoredVersion>(what, v).map_or(0, |s| s.version));
+            if expected.is_some_and(|e| e != stored) {
+                return Ok(false);
+            }
+            record.set_version(stored.map_or(1, |v| v.saturating_add(1)));
+            let bytes = encode(what, &record)?;
+            if tree.compare_and_swap(k, current, Some(bytes))?.is_ok() {
+                break;
+            }
+            // Written between the read and the swap: look again.
+        }
+        self.flush().await?;
+        Ok(true)
+    }
+
+    /// Removes the keys of `tree` in `start..end`, in atomic batches.
+    async fn remove_range(
+        tree: &sled::Tree,
+        start: &[u8],
+        end: &[u8],
+    ) -> Result<usize, StoreError> {
+        let mut removed = 0;
+        loop {
+            let mut batch = sled::Batch::default();
+            let mut n = 0;
+            for k in tree.range(start..end).keys().take(PRUNE_BATCH) {
+                batch.remove(k?);
+                n += 1;
+            }
+            if n == 0 {
+                break;
+            }
+            tree.apply_batch(batch)?;
+            removed += n;
+            if n < PRUNE_BATCH {
+                break;
+            }
+            // Other tasks of this worker run between batches.
+            tokio::task::yield_now().await;
+        }
+        Ok(removed)
+    }
+
+    /// Retention of the keys under `p`, each `p`, a big-endian Unix ms and
+    /// an id (so they are ordered by time): removes those older than
+    /// `older_than_ms` and all but the `keep_newest` newest. Both bounds end
+    /// one range starting at `p`; only the kept newest and the removed keys
+    /// are read.
+    async fn prune_timed(
+        tree: &sled::Tree,
+        p: &[u8],
+        older_than_ms: u64,
+        keep_newest: usize,
+    ) -> Result<usize, StoreError> {
+        let mut end = p.to_vec();
+        end.extend_from_slice(&older_than_ms.to_be_bytes());
+        if let Some(boundary) = tree.scan_prefix(p).keys().rev().nth(keep_newest) {
+            // The key right after the newest one to go, so the range
+            // includes it.
+            let mut past = boundary?.to_vec();
+            past.push(0);
+            end = end.max(past);
+        }
+        Self::remove_range(tree, p, &end).await
+    }
 }
 
 #[async_trait]
@@ -613,8 +817,18 @@ impl Store for SledStore {
     }
 
     async fn put_app(&self, app: &AppRecord) -> Result<(), StoreError> {
-        self.apps.insert(app.id.as_bytes(), encode("app", app)?)?;
-        self.flush().await
+        self.write_versioned(&self.apps, "app", app.id.as_bytes(), app, None)
+            .await
+            .map(|_| ())
+    }
+
+    async fn put_app_if_version(
+        &self,
+        app: &AppRecord,
+        expected: Option<u64>,
+    ) -> Result<bool, StoreError> {
+        self.write_versioned(&self.apps, "app", app.id.as_bytes(), app, Some(expected))
+            .await
     }
 
     async fn get_function(
@@ -715,11 +929,20 @@ impl Store for SledStore {
     }
 
     async fn put_toolkit(&self, record: &ToolkitRecord) -> Result<(), StoreError> {
-        self.toolkits.insert(
-            key(&record.app, &record.toolkit),
-            encode("toolkit", record)?,
-        )?;
-        self.flush().await
+        let k = key(&record.app, &record.toolkit);
+        self.write_versioned(&self.toolkits, "toolkit", &k, record, None)
+            .await
+            .map(|_| ())
+    }
+
+    async fn put_toolkit_if_version(
+        &self,
+        record: &ToolkitRecord,
+        expected: Option<u64>,
+    ) -> Result<bool, StoreError> {
+        let k = key(&record.app, &record.toolkit);
+        self.write_versioned(&self.toolkits, "toolkit", &k, record, Some(expected))
+            .await
     }
 
     async fn list_connectors(&self, app: &str) -> Result<Vec<ConnectorSpec>, StoreError> {
@@ -831,6 +1054,13 @@ impl Store for SledStore {
         self.flows
             .insert(state_hash.as_bytes(), encode("flow", flow)?)?;
         self.flush().await
+    }
+
+    async fn get_flow(&self, state_hash: &str) -> Result<Option<FlowRecord>, StoreError> {
+        self.flows
+            .get(state_hash.as_bytes())?
+            .map(|v| decode("flow", &v))
+            .transpose()
     }
 
     async fn take_flow(&self, state_hash: &str) -> Result<Option<FlowRecord>, StoreError> {
@@ -1007,6 +1237,78 @@ impl Store for SledStore {
             .map(|item| decode("audit record", &item?.1))
             .collect()
     }
+
+    async fn prune_audit(
+        &self,
+        app: &str,
+        older_than_ms: u64,
+        keep_newest: usize,
+    ) -> Result<usize, StoreError> {
+        let removed =
+            Self::prune_timed(&self.audit, &prefix(app), older_than_ms, keep_newest).await?;
+        if removed > 0 {
+            self.flush().await?;
+        }
+        Ok(removed)
+    }
+
+    async fn prune_runs(
+        &self,
+        prefix: &str,
+        older_than_ms: u64,
+        keep_newest: usize,
+    ) -> Result<usize, StoreError> {
+        let p = prefix.as_bytes();
+        let mut removed = 0;
+        let mut left = 0;
+        // By age, job by job: each job's old records are a range at the
+        // start of its keys. The cursor jumps from one job to the next.
+        let mut cursor = p.to_vec();
+        while let Some(first) = self.runs.range(cursor.as_slice()..).keys().next() {
+            let first = first?;
+            if !first.starts_with(p) {
+                break;
+            }
+            let job_len = first.len() - run_key_tail(&first).len();
+            let job = first.get(..job_len).unwrap_or_default();
+            if !job.ends_with(&[0]) {
+                // Not a run key: step over it.
+                cursor = first.to_vec();
+                cursor.push(0);
+                continue;
+            }
+            removed += Self::prune_timed(&self.runs, job, older_than_ms, usize::MAX).await?;
+            left += self.runs.scan_prefix(job).keys().count();
+            // Past every key of this job (`job id` then 0): `job id` then 1.
+            cursor = job.to_vec();
+            if let Some(last) = cursor.last_mut() {
+                *last = 1;
+            }
+        }
+        // By count, across the jobs: the oldest beyond `keep_newest` go.
+        if left > keep_newest {
+            let mut keys: Vec<sled::IVec> =
+                self.runs.scan_prefix(p).keys().collect::<Result<_, _>>()?;
+            keys.sort_unstable_by(|a, b| run_key_tail(b).cmp(run_key_tail(a)));
+            for chunk in keys
+                .get(keep_newest..)
+                .unwrap_or_default()
+                .chunks(PRUNE_BATCH)
+            {
+                let mut batch = sled::Batch::default();
+                for k in chunk {
+                    batch.remove(k.clone());
+                }
+                self.runs.apply_batch(batch)?;
+                removed += chunk.len();
+                tokio::task::yield_now().await;
+            }
+        }
+        if removed > 0 {
+            self.flush().await?;
+        }
+        Ok(removed)
+    }
 }
 
 #[cfg(test)]
@@ -1136,5 +1438,188 @@ mod tests {
         let kept = s.list_function_versions("a", "hello").await.unwrap();
         assert_eq!(kept.len(), 1);
         assert_eq!(kept.first().unwrap().version, 4);
+    }
+
+    fn audit(app: &str, at_ms: u64, n: usize) -> AuditRecord {
+        serde_json::from_value(serde_json::json!({
+            "logId": format!("log_{n:06}"),
+            "app": app,
+            "function": null,
+            "identity": "admin",
+            "tool": "T",
+            "outcome": "ok",
+            "status": null,
+            "durationMs": 1,
+            "atMs": at_ms,
+        }))
+        .unwrap()
+    }
+
+    fn times(records: &[AuditRecord]) -> Vec<u64> {
+        records.iter().map(|r| r.at_ms).collect()
+    }
+
+    #[tokio::test]
+    async fn audit_retention_drops_old_records_keeps_the_newest_and_spares_other_apps() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStore::open(dir.path()).unwrap();
+        // "a" and "ab": an app whose id extends another's is not touched.
+        for app in ["a", "ab"] {
+            for (n, at) in (1000..1010).enumerate() {
+                s.append_audit(&audit(app, at, n)).await.unwrap();
+            }
+        }
+        // Two records in the same millisecond, told apart by their ids.
+        s.append_audit(&audit("a", 1009, 99)).await.unwrap();
+
+        // By age: everything before 1004 goes.
+        assert_eq!(s.prune_audit("a", 1004, 100).await.unwrap(), 4);
+        let left = s.list_audit("a", 100).await.unwrap();
+        assert_eq!(times(&left), [1009, 1009, 1008, 1007, 1006, 1005, 1004]);
+        // Nothing left to do is a no-op.
+        assert_eq!(s.prune_audit("a", 1004, 100).await.unwrap(), 0);
+
+        // By count: the newest three stay, whatever their age.
+        assert_eq!(s.prune_audit("a", 0, 3).await.unwrap(), 4);
+        let left = s.list_audit("a", 100).await.unwrap();
+        assert_eq!(times(&left), [1009, 1009, 1008]);
+        assert_eq!(left.last().unwrap().log_id, "log_000008");
+
+        // Both bounds at once: the stricter wins.
+        assert_eq!(s.prune_audit("a", 1009, 2).await.unwrap(), 1);
+        assert_eq!(s.prune_audit("a", 0, 0).await.unwrap(), 2);
+        assert!(s.list_audit("a", 100).await.unwrap().is_empty());
+
+        assert_eq!(s.list_audit("ab", 100).await.unwrap().len(), 10);
+        assert_eq!(s.prune_audit("b", u64::MAX, 0).await.unwrap(), 0);
+    }
+
+    async fn run(s: &SledStore, job: &str, at_ms: u64) {
+        let record = serde_json::json!({ "job": job, "at": at_ms });
+        s.append_run(job, at_ms, &format!("run_{at_ms}"), &record)
+            .await
+            .unwrap();
+    }
+
+    fn run_times(runs: &[serde_json::Value]) -> Vec<u64> {
+        runs.iter().map(|r| r["at"].as_u64().unwrap()).collect()
+    }
+
+    #[tokio::test]
+    async fn run_retention_prunes_each_job_by_age_and_the_prefix_by_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStore::open(dir.path()).unwrap();
+        for at in [10, 20, 30, 40] {
+            run(&s, "a/cron#0", at).await;
+        }
+        for at in [15, 25, 35] {
+            run(&s, "a/web@", at).await;
+        }
+        for at in [5, 50] {
+            run(&s, "ab/web@", at).await;
+        }
+
+        // By age, in every job of app `a`.
+        assert_eq!(s.prune_runs("a/", 21, 100).await.unwrap(), 3);
+        assert_eq!(
+            run_times(&s.list_runs("a/", 100).await.unwrap()),
+            [40, 35, 30, 25]
+        );
+
+        // By count, across its jobs: the newest three of the app stay.
+        assert_eq!(s.prune_runs("a/", 0, 3).await.unwrap(), 1);
+        assert_eq!(
+            run_times(&s.list_runs("a/", 100).await.unwrap()),
+            [40, 35, 30]
+        );
+        assert_eq!(run_times(&s.list_runs("a/web@", 100).await.unwrap()), [35]);
+
+        // Another app's history is untouched.
+        assert_eq!(run_times(&s.list_runs("ab/", 100).await.unwrap()), [50, 5]);
+        assert_eq!(s.prune_runs("a/", 0, 3).await.unwrap(), 0);
+        assert_eq!(s.prune_runs("ab/", 6, 0).await.unwrap(), 2);
+        assert!(s.list_runs("ab/", 100).await.unwrap().is_empty());
+        assert_eq!(s.list_runs("a/", 100).await.unwrap().len(), 3);
+    }
+
+    fn app(id: &str) -> AppRecord {
+        AppRecord {
+            id: id.into(),
+            admin_key_hashes: vec![],
+            created_at: 1,
+            settings: AppSettings::default(),
+            version: 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn app_and_toolkit_writes_compare_and_swap_on_the_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStore::open(dir.path()).unwrap();
+
+        // Creating only if absent.
+        assert!(s.put_app_if_version(&app("a"), None).await.unwrap());
+        assert!(!s.put_app_if_version(&app("a"), None).await.unwrap());
+        let read = s.get_app("a").await.unwrap().unwrap();
+        assert_eq!(read.version, 1);
+
+        // Two writers read version 1; the second one's swap is refused.
+        let mut first = read.clone();
+        first.admin_key_hashes = vec!["first".into()];
+        let mut second = read.clone();
+        second.admin_key_hashes = vec!["second".into()];
+        assert!(s.put_app_if_version(&first, Some(1)).await.unwrap());
+        assert!(!s.put_app_if_version(&second, Some(1)).await.unwrap());
+        let stored = s.get_app("a").await.unwrap().unwrap();
+        assert_eq!(stored.admin_key_hashes, ["first"]);
+        assert_eq!(stored.version, 2);
+        // An unconditional write still moves the version on.
+        s.put_app(&stored).await.unwrap();
+        assert_eq!(s.get_app("a").await.unwrap().unwrap().version, 3);
+        assert!(!s.put_app_if_version(&app("b"), Some(0)).await.unwrap());
+
+        let toolkit = ToolkitRecord {
+            app: "a".into(),
+            toolkit: "github".into(),
+            enabled: true,
+            ..ToolkitRecord::default()
+        };
+        assert!(s.put_toolkit_if_version(&toolkit, None).await.unwrap());
+        let disabled = ToolkitRecord {
+            enabled: false,
+            ..toolkit.clone()
+        };
+        assert!(s.put_toolkit_if_version(&disabled, Some(1)).await.unwrap());
+        // A writer still holding version 1 cannot re-enable it.
+        assert!(!s.put_toolkit_if_version(&toolkit, Some(1)).await.unwrap());
+        let stored = s.get_toolkit("a", "github").await.unwrap().unwrap();
+        assert!(!stored.enabled);
+        assert_eq!(stored.version, 2);
+    }
+
+    #[tokio::test]
+    async fn records_written_before_versions_load_as_version_0() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStore::open(dir.path()).unwrap();
+        s.apps
+            .insert(
+                "a",
+                br#"{"id":"a","adminKeyHashes":[],"createdAt":1}"#.as_slice(),
+            )
+            .unwrap();
+        s.toolkits
+            .insert(
+                key("a", "github"),
+                br#"{"app":"a","toolkit":"github","enabled":true,"apiBaseUrl":null,"sealedCredential":null,"updatedAt":1}"#.as_slice(),
+            )
+            .unwrap();
+        assert_eq!(s.get_app("a").await.unwrap().unwrap().version, 0);
+        let t = s.get_toolkit("a", "github").await.unwrap().unwrap();
+        assert_eq!(t.version, 0);
+        assert!(s.put_toolkit_if_version(&t, Some(0)).await.unwrap());
+        assert_eq!(
+            s.get_toolkit("a", "github").await.unwrap().unwrap().version,
+            1
+        );
     }
 }

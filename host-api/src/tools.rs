@@ -7,7 +7,7 @@
 
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde_json::{Map, Value};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 use tracing::instrument;
 
 use std::collections::BTreeSet;
@@ -27,6 +27,9 @@ pub const MAX_PROVIDER_RESPONSE: usize = 8 * 1024 * 1024;
 const MAX_ERROR_BODY: usize = 4 * 1024;
 /// Used when a provider says 429 without a usable `Retry-After`.
 const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(1);
+/// Longest delay a provider's `Retry-After` is taken at: a function is told
+/// at most this, so a broken or hostile header cannot park it for days.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 
 /// Characters escaped in a path segment: everything but unreserved ones, so
 /// `/`, `?`, `#` and `..` in a parameter cannot change the path.
@@ -524,6 +527,26 @@ impl SendError {
 /// longer ones are returned to the function as `rate-limited`.
 const MAX_RETRY_WAIT_MS: u64 = 2_000;
 
+/// Reads `Retry-After` (RFC 9110, section 10.2.3) as a delay from `now`:
+/// delta-seconds, or an HTTP-date (IMF-fixdate, or the obsolete RFC 850 and
+/// asctime forms). A date in the past means no wait; every delay is capped
+/// at [`MAX_RETRY_AFTER`]. `None`: no header, or one that reads as neither.
+pub fn retry_after(headers: &http::HeaderMap, now: SystemTime) -> Option<Duration> {
+    let value = headers
+        .get(http::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim();
+    let delay = if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        // Only digits: too many for a u64 is still just "very long".
+        Duration::from_secs(value.parse::<u64>().unwrap_or(u64::MAX))
+    } else {
+        let at = httpdate::parse_http_date(value).ok()?;
+        at.duration_since(now).unwrap_or(Duration::ZERO)
+    };
+    Some(delay.min(MAX_RETRY_AFTER))
+}
+
 /// Sends a prepared request with the credential and maps the answer.
 #[instrument(skip_all, fields(connector = %connector.spec.slug, method = %request.method, path = %request.url.path()))]
 pub async fn send(
@@ -565,6 +588,9 @@ pub async fn send(
         }
     }
     let mut response = builder.send().await.map_err(|e| {
+        if let Some(refused) = crate::egress::refusal(&e) {
+            return ToolError::Denied(refused.to_string());
+        }
         // reqwest errors carry the URL, never headers; keep only the kind.
         let what = if e.is_timeout() {
             "timed out"
@@ -577,13 +603,12 @@ pub async fn send(
     })?;
     let status = response.status();
     let headers = response.headers().clone();
-    let retry_after = headers
-        .get(http::header::RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(Duration::from_secs);
-    let retry_after_ms =
-        u64::try_from(retry_after.unwrap_or(DEFAULT_RETRY_AFTER).as_millis()).unwrap_or(u64::MAX);
+    let retry_after_ms = u64::try_from(
+        retry_after(&headers, SystemTime::now())
+            .unwrap_or(DEFAULT_RETRY_AFTER)
+            .as_millis(),
+    )
+    .unwrap_or(u64::MAX);
 
     let mut body = Vec::new();
     loop {
@@ -948,5 +973,67 @@ mod tests {
         assert_eq!(scrub("echo tok_abcdef!", &s), "echo [redacted]!");
         let long = "é".repeat(10);
         assert!(truncate(&long, 5).starts_with("éé"));
+    }
+
+    /// 1994-11-06T08:49:37Z, the date in RFC 9110's examples.
+    fn rfc_now() -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(784_111_777)
+    }
+
+    fn retry_after_of(value: &str) -> Option<Duration> {
+        let mut headers = http::HeaderMap::new();
+        headers.insert(http::header::RETRY_AFTER, value.parse().unwrap());
+        retry_after(&headers, rfc_now())
+    }
+
+    #[test]
+    fn retry_after_reads_delta_seconds_within_the_cap() {
+        assert_eq!(retry_after(&http::HeaderMap::new(), rfc_now()), None);
+        assert_eq!(retry_after_of("0"), Some(Duration::ZERO));
+        assert_eq!(retry_after_of("120"), Some(Duration::from_secs(120)));
+        assert_eq!(retry_after_of(" 7 "), Some(Duration::from_secs(7)));
+        assert_eq!(retry_after_of("3600"), Some(MAX_RETRY_AFTER));
+        assert_eq!(retry_after_of("3601"), Some(MAX_RETRY_AFTER));
+        assert_eq!(
+            retry_after_of("99999999999999999999999999"),
+            Some(MAX_RETRY_AFTER)
+        );
+        for unreadable in ["", "-5", "1.5", "+3", "soon", "0x10"] {
+            assert_eq!(retry_after_of(unreadable), None, "{unreadable:?}");
+        }
+    }
+
+    #[test]
+    fn retry_after_reads_http_dates_in_all_three_forms() {
+        let ten = Some(Duration::from_secs(10));
+        assert_eq!(retry_after_of("Sun, 06 Nov 1994 08:49:47 GMT"), ten);
+        assert_eq!(retry_after_of("Sunday, 06-Nov-94 08:49:47 GMT"), ten);
+        assert_eq!(retry_after_of("Sun Nov  6 08:49:47 1994"), ten);
+        // Now, and in the past: no wait.
+        assert_eq!(
+            retry_after_of("Sun, 06 Nov 1994 08:49:37 GMT"),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(
+            retry_after_of("Sat, 05 Nov 1994 08:49:37 GMT"),
+            Some(Duration::ZERO)
+        );
+        // Far ahead: capped.
+        assert_eq!(
+            retry_after_of("Sun, 06 Nov 1994 09:49:38 GMT"),
+            Some(MAX_RETRY_AFTER)
+        );
+        assert_eq!(
+            retry_after_of("Fri, 31 Dec 9999 23:59:59 GMT"),
+            Some(MAX_RETRY_AFTER)
+        );
+        for unreadable in [
+            "Sun, 06 Nov 1994 08:49:47",
+            "Sun, 06 Nov 1994 08:49:47 +0100",
+            "1994-11-06T08:49:47Z",
+            "Sun, 32 Nov 1994 08:49:47 GMT",
+        ] {
+            assert_eq!(retry_after_of(unreadable), None, "{unreadable:?}");
+        }
     }
 }

@@ -162,16 +162,31 @@ async fn connect(broker: &Broker, browser: &reqwest::Client) {
         .connect(APP, &Principal::User(USER.into()), req)
         .await
         .unwrap();
-    let r = browser.get(&start.auth_url).send().await.unwrap();
+    // The connect page: confirmed by this browser, which is then bound.
+    let page = url::Url::parse(&start.auth_url).unwrap();
+    let state = page
+        .query_pairs()
+        .find(|(k, _)| k == "state")
+        .map(|(_, v)| Secret::new(v.into_owned()))
+        .unwrap();
+    let confirmed = broker.confirm_connect(&state, None).await.unwrap();
+    let r = browser
+        .get(confirmed.provider_url.expose())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status().as_u16(), 302, "provider did not redirect");
     let location = url::Url::parse(r.headers()[header::LOCATION].to_str().unwrap()).unwrap();
     let q: HashMap<String, String> = location.query_pairs().into_owned().collect();
     let outcome = broker
-        .callback(CallbackParams {
-            code: Some(Secret::new(q["code"].clone())),
-            state: Some(Secret::new(q["state"].clone())),
-            error: None,
-        })
+        .callback(
+            CallbackParams {
+                code: Some(Secret::new(q["code"].clone())),
+                state: Some(Secret::new(q["state"].clone())),
+                error: None,
+            },
+            Some(&confirmed.cookie_value),
+        )
         .await;
     match outcome {
         CallbackOutcome::Page { status: 200, .. } => {}
@@ -210,6 +225,7 @@ fn main() {
                 admin_key_hashes: vec![],
                 created_at: 0,
                 settings: Default::default(),
+                version: 0,
             })
             .await
             .unwrap();

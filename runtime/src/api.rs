@@ -17,7 +17,7 @@ use bytes::Bytes;
 use host_api::ToolError;
 use host_api::broker::{AdminError, ConfigureToolkit, Invocation, Principal};
 use host_api::catalog::ConnectorSpec;
-use host_api::connections::{CallbackOutcome, CallbackParams, ConnectRequest, ConnectionFilter};
+use host_api::connections::{ConnectRequest, ConnectionFilter};
 use host_api::manifest::Manifest;
 use host_api::settings::SettingsPatch;
 use host_api::store::{FunctionRecord, StoreError};
@@ -119,6 +119,14 @@ impl From<RegistryError> for ApiError {
             RegistryError::NotFound(m) => ApiError::not_found(m),
             RegistryError::Unavailable(m) => {
                 ApiError::new(StatusCode::CONFLICT, "version_unavailable", m)
+            }
+            e @ RegistryError::CompileTimeout(_) => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "compile_timeout",
+                e.to_string(),
+            ),
+            e @ RegistryError::CompileBusy => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", e.to_string())
             }
         }
     }
@@ -675,7 +683,9 @@ pub fn tool_error_json(e: &ToolError) -> Value {
     v.insert("kind".into(), json!(e.kind()));
     v.insert("message".into(), json!(e.to_string()));
     match e {
-        ToolError::InsufficientScope { missing, auth_url } => {
+        ToolError::InsufficientScope {
+            missing, auth_url, ..
+        } => {
             v.insert("missing".into(), json!(missing));
             v.insert("authUrl".into(), json!(auth_url));
         }
@@ -758,7 +768,7 @@ pub async fn get_settings(Admin { app, state }: Admin) -> Result<Json<Value>, Ap
     ))
 }
 
-/// `PATCH /v1/{appId}/settings` `{jwt?: {hs256Secret | jwksUrl, issuer?, audience?} | null, redirectUrls?}`.
+/// `PATCH /v1/{appId}/settings` `{jwt?: {hs256Secret, issuer?, audience?} | {jwksUrl, issuer, audience} | null, redirectUrls?}`.
 pub async fn patch_settings(
     Admin { app, state }: Admin,
     body: Bytes,
@@ -831,43 +841,6 @@ pub async fn patch_connection(
         .set_default_connection(&caller.app, &caller.principal, &id)
         .await?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-/// `GET /v1/integrations/callback`: where providers send the browser back.
-pub async fn callback(
-    axum::extract::State(state): axum::extract::State<Arc<AppState>>,
-    Query(params): Query<CallbackParams>,
-) -> Response {
-    match state.broker.callback(params).await {
-        CallbackOutcome::Redirect(url) => {
-            let mut response = StatusCode::SEE_OTHER.into_response();
-            response.headers_mut().insert(
-                http::header::REFERRER_POLICY,
-                http::HeaderValue::from_static("no-referrer"),
-            );
-            if let Ok(v) = http::HeaderValue::from_str(url.as_str()) {
-                response.headers_mut().insert(http::header::LOCATION, v);
-            }
-            response.headers_mut().insert(
-                http::header::CACHE_CONTROL,
-                http::HeaderValue::from_static("no-store"),
-            );
-            response
-        }
-        CallbackOutcome::Page { status, message } => {
-            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
-            (
-                status,
-                [
-                    (http::header::CONTENT_TYPE, "text/plain; charset=utf-8"),
-                    (http::header::CACHE_CONTROL, "no-store"),
-                    (http::header::REFERRER_POLICY, "no-referrer"),
-                ],
-                message,
-            )
-                .into_response()
-        }
-    }
 }
 
 /// Query of the audit endpoint.

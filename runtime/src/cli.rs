@@ -166,6 +166,20 @@ pub enum KeysCommand {
     Rotate(KeyFileArgs),
     /// Print the key ids in the key file (never the keys).
     Status(KeyFileArgs),
+    /// Print the admin key of one of several apps served with one
+    /// RUNTIME_ADMIN_KEY: each gets its own key derived from it, which
+    /// `runtime serve` prints once.
+    #[command(
+        after_help = "Example:\n  RUNTIME_ADMIN_KEY=... runtime keys admin-key --app billing"
+    )]
+    AdminKey {
+        /// The app.
+        #[arg(long)]
+        app: String,
+        /// The RUNTIME_ADMIN_KEY the server runs with.
+        #[arg(long = "from", env = "RUNTIME_ADMIN_KEY", hide_env_values = true)]
+        operator_key: Secret,
+    },
 }
 
 /// Which key file the key verbs act on.
@@ -237,13 +251,48 @@ pub struct ServeArgs {
     /// (0: unlimited).
     #[arg(long, env = "RUNTIME_RATE_LIMIT_USER", default_value_t = 50)]
     pub rate_limit_user: u32,
+    /// Brokered tool calls per second of an app's anonymous callers (HTTP
+    /// functions called without a user token) together, bursts of twice
+    /// that, so they cannot drain the app's quota. Default: the per-user
+    /// figure; 0: they take from the app's quota.
+    #[arg(long, env = "RUNTIME_RATE_LIMIT_ANONYMOUS")]
+    pub rate_limit_anonymous: Option<u32>,
+    /// HTTP proxy for calls to providers (http://[user:password@]host:port;
+    /// https is tunnelled through it end to end). HTTP_PROXY, HTTPS_PROXY,
+    /// ALL_PROXY and NO_PROXY are never read: a proxy must be named here.
+    /// Private and loopback targets stay refused through it.
+    #[arg(long, env = "RUNTIME_OUTBOUND_PROXY", value_parser = parse_outbound_proxy)]
+    pub outbound_proxy: Option<host_api::egress::OutboundProxy>,
+    /// Days each app keeps its audit trail and its run and invocation
+    /// history; older records are removed in the background.
+    #[arg(long, env = "RUNTIME_RETENTION_DAYS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..=36_500))]
+    pub retention_days: u64,
+    /// Records each app keeps of its audit trail, and of its run and
+    /// invocation history; the oldest beyond are removed in the background.
+    #[arg(long, env = "RUNTIME_RETENTION_MAX_RECORDS", default_value_t = 100_000,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000_000))]
+    pub retention_max_records: u64,
     /// Concurrent function instances across all functions.
     #[arg(long, default_value_t = 256)]
     pub max_instances: u32,
     /// App to create if missing (repeatable). Default: `dev` with --dev,
-    /// otherwise `default`.
+    /// otherwise `default`. RUNTIME_ADMIN_KEY is the key of a single app;
+    /// with several (outside --dev) each gets its own key derived from it,
+    /// printed once (`runtime keys admin-key --app NAME` prints it again).
     #[arg(long = "app")]
     pub apps: Vec<String>,
+    /// On SIGTERM or Ctrl-C: seconds to let requests and cron runs in
+    /// progress finish before cutting them off (cut-off runs are recorded
+    /// as interrupted). A second signal stops at once. Keep it below the
+    /// supervisor's kill timeout (systemd: TimeoutStopSec; Kubernetes:
+    /// terminationGracePeriodSeconds; `docker stop -t`).
+    #[arg(long, env = "RUNTIME_SHUTDOWN_GRACE_SECS", default_value_t = 30)]
+    pub shutdown_grace_secs: u64,
+}
+
+fn parse_outbound_proxy(text: &str) -> Result<host_api::egress::OutboundProxy, String> {
+    host_api::egress::OutboundProxy::parse(text)
 }
 
 fn client(args: &ClientArgs) -> anyhow::Result<(reqwest::Client, Secret)> {
@@ -585,6 +634,11 @@ impl Cli {
             Command::Keys(KeysCommand::Status(a)) => {
                 crate::keys::run_status(a.master_key_file.as_deref(), &a.data_dir)
             }
+            Command::Keys(KeysCommand::AdminKey { app, operator_key }) => {
+                crate::registry::check_name("app", &app).map_err(anyhow::Error::msg)?;
+                println!("{}", crate::apps::derive_key(operator_key.expose(), &app));
+                Ok(())
+            }
             Command::Keygen => {
                 let mut bytes = [0u8; 32];
                 rand::RngCore::fill_bytes(&mut rand::rng(), &mut bytes);
@@ -692,6 +746,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         connector_overrides: args.connector_overrides.clone(),
         rate_limit_app: args.rate_limit_app,
         rate_limit_user: args.rate_limit_user,
+        rate_limit_anonymous: args.rate_limit_anonymous,
+        outbound_proxy: args.outbound_proxy.clone(),
+        retention: crate::invocations::Retention {
+            max_age: Duration::from_secs(args.retention_days.saturating_mul(24 * 3600)),
+            max_records: usize::try_from(args.retention_max_records).unwrap_or(usize::MAX),
+        },
     };
     if let Some(u) = &config.public_url
         && (!matches!(u.scheme(), "http" | "https") || u.host_str().is_none())
@@ -737,19 +797,120 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     for (app, key) in &started.new_keys {
         // Shown once, on the terminal, never logged: it is not stored in clear.
-        println!(
-            "admin key for app `{app}` (shown once; set RUNTIME_ADMIN_KEY to choose your own): {key}"
-        );
+        if config.admin_key.is_some() {
+            println!(
+                "admin key for app `{app}` (its own, derived from RUNTIME_ADMIN_KEY; shown once, `runtime keys admin-key --app {app}` prints it again): {key}"
+            );
+        } else {
+            println!(
+                "admin key for app `{app}` (shown once; set RUNTIME_ADMIN_KEY to choose your own): {key}"
+            );
+        }
     }
+    let mut signals = StopSignals::new().context("cannot listen for SIGTERM and Ctrl-C")?;
     println!("runtime listening on http://{addr}");
-    let shutdown = async {
-        let _ = tokio::signal::ctrl_c().await;
-        tracing::info!("shutting down");
+    let state = started.state;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let mut server = tokio::spawn(crate::server::serve(listener, state.clone(), async move {
+        let _ = stopped.await;
+    }));
+    let served = tokio::select! {
+        served = &mut server => Some(served),
+        () = signals.recv() => None,
     };
-    let broker = started.state.broker.clone();
-    let invocations = started.state.invocations.clone();
-    crate::server::serve(listener, started.state, shutdown).await?;
-    broker.flush_audit().await;
-    invocations.flush().await;
+    // Retention stops first: nothing is pruned while stopping.
+    drop(started.retention);
+    let grace = Duration::from_secs(args.shutdown_grace_secs);
+    let interrupted = match served {
+        // The server failed on its own: nothing to wait for.
+        Some(served) => {
+            flush(&state).await;
+            return Ok(served??);
+        }
+        None => {
+            tracing::info!(
+                grace_secs = grace.as_secs(),
+                "stopping: no new requests or cron runs; waiting for those in progress"
+            );
+            let _ = stop.send(());
+            // Resolves at the end of the grace period, or at a second signal.
+            let (give_up, gave_up) = tokio::sync::watch::channel(false);
+            let timer = tokio::spawn(async move {
+                tokio::select! {
+                    () = tokio::time::sleep(grace) => tracing::warn!("the shutdown grace period is over"),
+                    () = signals.recv() => tracing::warn!("second stop signal: stopping now"),
+                }
+                let _ = give_up.send(true);
+            });
+            let until = |mut gave_up: tokio::sync::watch::Receiver<bool>| async move {
+                let _ = gave_up.wait_for(|g| *g).await;
+            };
+            let cut_off = server.abort_handle();
+            let requests = async {
+                tokio::select! {
+                    served = &mut server => served.map_err(anyhow::Error::from).and_then(|s| Ok(s?)),
+                    () = until(gave_up.clone()) => {
+                        cut_off.abort();
+                        tracing::warn!("requests still in progress were cut off");
+                        Ok(())
+                    }
+                }
+            };
+            let (served, interrupted) =
+                tokio::join!(requests, state.cron.shutdown(until(gave_up.clone())));
+            timer.abort();
+            if let Err(e) = served {
+                tracing::error!(error = %format!("{e:#}"), "the server failed while stopping");
+            }
+            interrupted
+        }
+    };
+    flush(&state).await;
+    tracing::info!(interrupted_runs = interrupted, "stopped");
     Ok(())
+}
+
+/// Writes what is buffered (audit trail, invocation records) to the store.
+async fn flush(state: &crate::server::AppState) {
+    state.broker.flush_audit().await;
+    state.invocations.flush().await;
+}
+
+/// What asks `runtime serve` to stop: SIGTERM (`kill`, systemd, container
+/// runtimes) or SIGINT (Ctrl-C).
+struct StopSignals {
+    #[cfg(unix)]
+    terminate: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    /// Starts listening: from here on these signals no longer kill the
+    /// process.
+    fn new() -> std::io::Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(Self {
+                terminate: signal(SignalKind::terminate())?,
+                interrupt: signal(SignalKind::interrupt())?,
+            })
+        }
+        #[cfg(not(unix))]
+        Ok(Self {})
+    }
+
+    /// The next stop signal.
+    async fn recv(&mut self) {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = self.terminate.recv() => tracing::info!("SIGTERM received"),
+            _ = self.interrupt.recv() => tracing::info!("SIGINT (Ctrl-C) received"),
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
 }

@@ -50,7 +50,9 @@ pub struct ServeConfig {
     pub max_instances: u32,
     /// Apps to make sure exist.
     pub apps: Vec<String>,
-    /// Admin key for those apps (`RUNTIME_ADMIN_KEY`).
+    /// `RUNTIME_ADMIN_KEY`: the admin key of the one app served, or, with
+    /// several apps outside dev mode, the seed of a distinct key for each
+    /// ([`crate::apps::derive_key`]).
     pub admin_key: Option<Secret>,
     /// Public base URL (OAuth redirect URI host); default: the bound
     /// address.
@@ -70,6 +72,15 @@ pub struct ServeConfig {
     pub rate_limit_app: u32,
     /// Tool calls per second per end user (0: unlimited).
     pub rate_limit_user: u32,
+    /// Tool calls per second of an app's anonymous callers together
+    /// (0: they take from the app's quota). Default: the user quota.
+    pub rate_limit_anonymous: Option<u32>,
+    /// The operator's HTTP proxy for provider calls; the environment's
+    /// `HTTP_PROXY` and friends are never read.
+    pub outbound_proxy: Option<host_api::egress::OutboundProxy>,
+    /// How long, and how many records, each app keeps of its audit trail
+    /// and of its run and invocation history.
+    pub retention: crate::invocations::Retention,
 }
 
 /// A started runtime, before it accepts connections.
@@ -77,8 +88,11 @@ pub struct ServeConfig {
 pub struct Started {
     /// Shared state for the server.
     pub state: Arc<AppState>,
-    /// Admin keys generated for new apps, to print once.
+    /// Admin keys to print once: generated for new apps, or derived from
+    /// `RUNTIME_ADMIN_KEY` for each of several apps.
     pub new_keys: Vec<(String, String)>,
+    /// The retention task; dropping it (at shutdown) stops it.
+    pub retention: crate::invocations::RetentionTask,
 }
 
 fn create_private_dir(path: &std::path::Path) -> anyhow::Result<()> {
@@ -94,38 +108,37 @@ fn create_private_dir(path: &std::path::Path) -> anyhow::Result<()> {
 }
 
 /// Meta key of the stored master key check value.
-const KEY_CHECK: &str = "master-key-check";
+const KEY_CHECK: &str = host_api::rekey::KEY_CHECK_META;
 
 /// What the key-file watcher needs to re-encrypt.
 #[derive(Debug, Clone)]
 struct Rekeyer {
     broker: Arc<Broker>,
-    store: Arc<dyn Store>,
     running: Arc<tokio::sync::Mutex<()>>,
 }
 
-/// Re-encrypts every secret under the active key. While it runs, the key
-/// check names every key in the set, so a restart with the old key file (or
-/// without the new key) is refused; when every secret moved, the check
-/// names only the active key and older keys may leave the file.
-async fn rekey(broker: &Broker, store: &Arc<dyn Store>) -> anyhow::Result<()> {
-    let key = broker.key();
-    store
-        .put_meta(KEY_CHECK, &key.key_check_all_keys()?)
-        .await?;
+/// Re-encrypts every secret under the active key ([`Broker::rekey`]: while
+/// it runs, the stored key check names every key of the set, so a restart
+/// or reload without one of them is refused; once every secret moved, it
+/// names only the active key and older keys may leave the file).
+async fn rekey(broker: &Broker) -> anyhow::Result<()> {
     let report = broker.rekey().await.map_err(|e| anyhow::anyhow!("{e}"))?;
-    if report.failed == 0 {
-        store.put_meta(KEY_CHECK, &key.key_check()?).await?;
+    if report.finished {
         tracing::info!(
-            key_id = %key.active_id_hex(),
+            key_id = %broker.key().active_id_hex(),
             rewrapped = report.rewrapped,
             "re-encryption finished: every stored secret is sealed with the active key; older keys can leave the key file after 15 minutes (pending connect flows)"
         );
-    } else {
+    } else if report.failed > 0 {
         tracing::error!(
             rewrapped = report.rewrapped,
             failed = report.failed,
             "re-encryption left secrets it could not open; keep the older keys"
+        );
+    } else {
+        tracing::info!(
+            rewrapped = report.rewrapped,
+            "the key file changed during re-encryption; another pass follows"
         );
     }
     Ok(())
@@ -175,6 +188,14 @@ impl ServeConfig {
         }
         if self.max_instances == 0 {
             bail!("--max-instances must be at least 1");
+        }
+        if self.retention.max_age < std::time::Duration::from_secs(24 * 3600) {
+            bail!("--retention-days must be at least 1");
+        }
+        if self.retention.max_records == 0 {
+            bail!(
+                "--retention-max-records must be at least 1 (the default, 100000, keeps about 30 MB of audit records per app)"
+            );
         }
         create_private_dir(&self.data_dir)?;
 
@@ -243,17 +264,26 @@ impl ServeConfig {
             }
         }
         let broker = Arc::new(
-            Broker::new(store.clone(), key.clone(), Arc::new(catalog), policy)
-                .map_err(anyhow::Error::msg)?,
+            Broker::new(
+                store.clone(),
+                key.clone(),
+                Arc::new(catalog),
+                host_api::egress::Egress {
+                    policy,
+                    proxy: self.outbound_proxy.clone(),
+                },
+            )
+            .map_err(anyhow::Error::msg)?,
         );
         if let Some(url) = &self.public_url {
             broker.set_public_url(url.clone());
         }
         let quota = |n: u32| (n > 0).then(|| Quota::per_second(n));
-        broker.set_rate_limits(RateLimits::new(
-            quota(self.rate_limit_app),
-            quota(self.rate_limit_user),
-        ));
+        let limits = RateLimits::new(quota(self.rate_limit_app), quota(self.rate_limit_user));
+        broker.set_rate_limits(match self.rate_limit_anonymous {
+            Some(n) => limits.with_anonymous(quota(n)),
+            None => limits,
+        });
         {
             let broker = broker.clone();
             let (after, every) = (self.keep_alive_after, self.keep_alive_every);
@@ -276,23 +306,28 @@ impl ServeConfig {
         // Older keys in the set: a rotation happened (perhaps while the
         // server was down, or a pass was interrupted): finish it first.
         if key.current().ids_hex().len() > 1 {
-            rekey(&broker, &store).await?;
+            rekey(&broker).await?;
         }
         if let Some(path) = key_file {
             let rekeyer = Rekeyer {
                 broker: broker.clone(),
-                store: store.clone(),
                 running: Arc::new(tokio::sync::Mutex::new(())),
             };
-            tokio::spawn(crate::keys::watch_key_file(path, key.clone(), move || {
-                let r = rekeyer.clone();
-                tokio::spawn(async move {
-                    let _one_at_a_time = r.running.lock().await;
-                    if let Err(e) = rekey(&r.broker, &r.store).await {
-                        tracing::error!(error = %e, "re-encryption after key rotation failed; it is retried at the next start");
-                    }
-                });
-            }));
+            let watcher = crate::keys::watch_key_file(
+                path,
+                key.clone(),
+                store.clone(),
+                move || {
+                    let r = rekeyer.clone();
+                    tokio::spawn(async move {
+                        let _one_at_a_time = r.running.lock().await;
+                        if let Err(e) = rekey(&r.broker).await {
+                            tracing::error!(error = %e, "re-encryption after key rotation failed; it is retried at the next start");
+                        }
+                    });
+                },
+            );
+            tokio::spawn(watcher);
         }
 
         let settings = EngineSettings {
@@ -305,15 +340,22 @@ impl ServeConfig {
         let loaded = registry.load_all().await?;
         tracing::info!(functions = loaded, "functions loaded");
 
+        // One admin key per app: with several apps (outside dev mode),
+        // RUNTIME_ADMIN_KEY only seeds a distinct key for each.
+        let derive = self.apps.len() > 1 && !self.dev;
         let mut new_keys = Vec::new();
         for app in &self.apps {
-            if let Some(k) = crate::apps::ensure_app(
-                store.as_ref(),
-                app,
-                self.admin_key.as_ref().map(Secret::expose),
-            )
-            .await?
-            {
+            let derived = self
+                .admin_key
+                .as_ref()
+                .filter(|_| derive)
+                .map(|k| crate::apps::derive_key(k.expose(), app));
+            let choice = match (&derived, &self.admin_key) {
+                (Some(d), _) => crate::apps::KeyChoice::Derived(d),
+                (None, Some(k)) => crate::apps::KeyChoice::Given(k.expose()),
+                (None, None) => crate::apps::KeyChoice::KeepOrGenerate,
+            };
+            if let Some(k) = crate::apps::ensure_app(store.as_ref(), app, choice).await? {
                 new_keys.push((app.clone(), k));
             }
         }
@@ -334,6 +376,11 @@ impl ServeConfig {
             invoker.clone(),
         ));
         cron.sync_all().await;
+        let retention = crate::invocations::spawn_retention(
+            store.clone(),
+            self.retention,
+            crate::invocations::RETENTION_EVERY,
+        );
         Ok(Started {
             state: Arc::new(AppState {
                 store,
@@ -344,6 +391,7 @@ impl ServeConfig {
                 invocations,
             }),
             new_keys,
+            retention,
         })
     }
 }

@@ -319,6 +319,13 @@ impl Cron {
         }
     }
 
+    /// Stops scheduling and waits for the runs in progress until `give_up`
+    /// resolves; runs still going then are recorded as interrupted (see
+    /// [`Scheduler::drain`]). Returns how many were.
+    pub async fn shutdown(&self, give_up: impl Future<Output = ()>) -> usize {
+        self.scheduler.drain(give_up).await
+    }
+
     /// A function's run history across its triggers, newest first.
     pub async fn runs(
         &self,

@@ -13,7 +13,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use host_api::crypto::{KeySet, Keyring, Zeroizing};
+use host_api::crypto::{CryptoError, KeySet, Keyring, Zeroizing};
+use host_api::rekey::KEY_CHECK_META;
+use host_api::store::Store;
 use sha2::{Digest, Sha256};
 
 /// The key file of dev mode, inside the data directory.
@@ -166,26 +168,46 @@ pub fn judge_key_file(current: &KeySet, new: &KeySet) -> anyhow::Result<KeyFileC
     })
 }
 
+/// Refuses a key set lacking a key the stored key check (in `store` under
+/// [`KEY_CHECK_META`]) names as still in use: secrets sealed under it
+/// would no longer open. The check names every older key until a
+/// re-encryption pass has moved every record to the active key.
+pub fn check_keys_in_use(new: &KeySet, stored_check: Option<&[u8]>) -> anyhow::Result<()> {
+    match stored_check.map(|check| new.verify_check(check)) {
+        None | Some(Ok(())) => Ok(()),
+        Some(Err(CryptoError::UnknownKey(id))) => bail!(
+            "the key file lacks key {id}, which stored secrets still use (re-encryption has not \
+             finished); keep it in the file until the server logs that re-encryption finished"
+        ),
+        Some(Err(e)) => bail!("the stored key check does not open with the key file: {e}"),
+    }
+}
+
 /// Watches a key file and swaps each valid new key set into `keyring`.
 ///
 /// Polls every 2 seconds and compares the content (a hash), not the mtime:
 /// mounted secrets are replaced through symlinks, and editors may keep the
-/// mtime. A file that does not parse, or drops the active key, is refused
-/// with an error log and the loaded keys stay. After each swap `on_change`
-/// runs (to re-encrypt stored secrets; a pass with nothing to do is cheap,
-/// and one after older keys were added retries values that failed before).
-/// Runs until its task is aborted.
+/// mtime. A file that does not parse, drops the active key, or drops a key
+/// the key check stored in `store` names as in use, is refused with an
+/// error log and the loaded keys stay (a file refused for a key in use is
+/// looked at again when the check changes, e.g. when re-encryption
+/// finishes). After each swap `on_change` runs (to re-encrypt stored
+/// secrets; a pass with nothing to do is cheap, and one after older keys
+/// were added retries values that failed before). Runs until its task is
+/// aborted.
 pub async fn watch_key_file(
     path: PathBuf,
     keyring: Arc<Keyring>,
+    store: Arc<dyn Store>,
     on_change: impl Fn() + Send + Sync + 'static,
 ) {
-    watch_every(path, keyring, on_change, POLL_INTERVAL).await;
+    watch_every(path, keyring, store, on_change, POLL_INTERVAL).await;
 }
 
 async fn watch_every(
     path: PathBuf,
     keyring: Arc<Keyring>,
+    store: Arc<dyn Store>,
     on_change: impl Fn() + Send + Sync + 'static,
     period: Duration,
 ) {
@@ -206,17 +228,34 @@ async fn watch_every(
             }
         };
         unreadable = false;
-        let hash: [u8; 32] = Sha256::digest(bytes.as_slice()).into();
+        let check = match store.get_meta(KEY_CHECK_META).await {
+            Ok(check) => check,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the stored key check; keeping the loaded keys");
+                continue;
+            }
+        };
+        let hash: [u8; 32] = Sha256::new()
+            .chain_update(bytes.as_slice())
+            .chain_update(check.as_deref().unwrap_or_default())
+            .finalize()
+            .into();
         if last_seen == Some(hash) {
             continue;
         }
         last_seen = Some(hash);
-        apply_key_file(&path, &bytes, &keyring, &on_change);
+        apply_key_file(&path, &bytes, &keyring, check.as_deref(), &on_change);
     }
 }
 
 /// Parses, judges and swaps in a key file's new contents; logs the outcome.
-fn apply_key_file(path: &Path, bytes: &[u8], keyring: &Keyring, on_change: &dyn Fn()) {
+fn apply_key_file(
+    path: &Path,
+    bytes: &[u8],
+    keyring: &Keyring,
+    stored_check: Option<&[u8]>,
+    on_change: &dyn Fn(),
+) {
     let parsed = std::str::from_utf8(bytes)
         .map_err(|_| anyhow::anyhow!("not UTF-8 text"))
         .and_then(|text| KeySet::from_hex_lines(text).map_err(anyhow::Error::from));
@@ -227,6 +266,10 @@ fn apply_key_file(path: &Path, bytes: &[u8], keyring: &Keyring, on_change: &dyn 
             return;
         }
     };
+    if let Err(e) = check_keys_in_use(&new, stored_check) {
+        tracing::error!(path = %path.display(), error = %e, "master key file refused; keeping the loaded keys");
+        return;
+    }
     match judge_key_file(&keyring.current(), &new) {
         Ok(KeyFileChange::Unchanged) => {}
         Ok(KeyFileChange::Rotated { from, to }) => {
@@ -252,6 +295,7 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use host_api::crypto::{MasterKey, sealed_key_id_hex};
+    use host_api::store::SledStore;
 
     use super::*;
 
@@ -388,18 +432,46 @@ mod tests {
             calls.fetch_add(1, Ordering::SeqCst);
         };
 
-        apply_key_file(&path, b"not a key\n", &ring, &on_change);
+        apply_key_file(&path, b"not a key\n", &ring, None, &on_change);
         let lone = format!("{}\n", hex::encode([9u8; 32]));
-        apply_key_file(&path, lone.as_bytes(), &ring, &on_change);
+        apply_key_file(&path, lone.as_bytes(), &ring, None, &on_change);
         assert_eq!(ring.active_id_hex(), first.id_hex());
         assert_eq!(calls.load(Ordering::SeqCst), 0);
 
         let report = rotate_file(&path).unwrap();
         let text = std::fs::read(&path).unwrap();
-        apply_key_file(&path, &text, &ring, &on_change);
+        apply_key_file(&path, &text, &ring, None, &on_change);
         assert_eq!(ring.active_id_hex(), report.new_active);
         assert_eq!(calls.load(Ordering::SeqCst), 1);
-        apply_key_file(&path, &text, &ring, &on_change);
+        apply_key_file(&path, &text, &ring, None, &on_change);
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn a_reloaded_key_file_dropping_a_key_still_in_use_is_refused() {
+        let a = || MasterKey::from_bytes(&[1; 32]);
+        let b = || MasterKey::from_bytes(&[2; 32]);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("master.key");
+        let ring = Keyring::new(KeySet::new(b(), [a()]));
+        let calls = AtomicUsize::new(0);
+        let on_change = || {
+            calls.fetch_add(1, Ordering::SeqCst);
+        };
+        let only_b = format!("{}\n", hex::encode([2u8; 32]));
+
+        // Re-encryption under way: the check names key a as in use.
+        let during = ring.key_check_all_keys().unwrap();
+        apply_key_file(&path, only_b.as_bytes(), &ring, Some(&during), &on_change);
+        assert!(ring.current().contains(&a().id_hex()));
+        assert_eq!(calls.load(Ordering::SeqCst), 0);
+        let err = check_keys_in_use(&KeySet::from(b()), Some(&during)).unwrap_err();
+        assert!(err.to_string().contains(&a().id_hex()), "{err}");
+
+        // Re-encryption finished: the check names b only, a may go.
+        let after = ring.key_check().unwrap();
+        apply_key_file(&path, only_b.as_bytes(), &ring, Some(&after), &on_change);
+        assert_eq!(ring.current().ids_hex(), [b().id_hex()]);
         assert_eq!(calls.load(Ordering::SeqCst), 1);
     }
 
@@ -410,9 +482,11 @@ mod tests {
         let ring = Arc::new(Keyring::load_file(&path).unwrap());
         let calls = Arc::new(AtomicUsize::new(0));
         let counter = calls.clone();
+        let store = Arc::new(SledStore::open(&dir.path().join("data")).unwrap());
         let task = tokio::spawn(watch_every(
             path.clone(),
             ring.clone(),
+            store,
             move || {
                 counter.fetch_add(1, Ordering::SeqCst);
             },

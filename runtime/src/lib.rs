@@ -9,6 +9,7 @@
 //! [`logs`] (function output as attributed log lines), [`registry`] (deployed
 //! functions), [`scheduler`] (cron schedules, retries, catch-up), [`cron`]
 //! (functions' cron triggers run through [`invoke`]), [`api`] (management endpoints),
+//! [`connect`] (the connect page and the OAuth callback),
 //! [`server`] (router and `serve(listener, shutdown)`), [`apps`] (admin keys),
 //! [`dev`] (dev mode).
 
@@ -16,6 +17,7 @@ pub mod api;
 pub mod apps;
 pub mod cli;
 pub mod config;
+pub mod connect;
 pub mod cron;
 pub mod dev;
 pub mod engine;

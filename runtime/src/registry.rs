@@ -2,17 +2,31 @@
 //! per request, roll back to a kept version, remove.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use host_api::manifest::Manifest;
 use host_api::store::{FunctionRecord, Store, StoreError};
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
-use crate::engine::{DeployError, Engine};
+use crate::engine::{DeployError, Engine, HostState};
 use crate::invoke::LoadedFunction;
 
 /// Longest function or app name.
 pub const MAX_NAME_LEN: usize = 64;
+/// Longest a deploy may take to compile its component (waiting for a
+/// compile slot included). Toolchain-built components of the largest size
+/// accepted compile in seconds; one that takes minutes is pathological or
+/// hostile, and would otherwise hold a core and the deploy lock for as long
+/// as it likes.
+pub const COMPILE_TIMEOUT: Duration = Duration::from_secs(120);
+/// Compiles running at once. A compile that outlived its deadline cannot be
+/// stopped (Cranelift has no interruption point): it finishes in the
+/// background, holding its slot, so deploys that time out cannot pile up
+/// compiles; the second slot keeps one such compile from blocking the
+/// next deploy.
+const MAX_CONCURRENT_COMPILES: usize = 2;
 
 /// Checks a function or app name: 1-64 of a-z, 0-9, `-` and `_`, starting
 /// with a letter or digit.
@@ -57,6 +71,17 @@ pub enum RegistryError {
     /// A kept version can no longer be loaded (its component is gone).
     #[error("{0}")]
     Unavailable(String),
+    /// Compiling the component took longer than the deploy's deadline.
+    #[error(
+        "the component took longer than {} s to compile and was refused; deploy a smaller component (build with `--release`, strip debug info, drop unused dependencies)",
+        .0.as_secs()
+    )]
+    CompileTimeout(Duration),
+    /// Every compile slot stayed taken for the whole deadline.
+    #[error(
+        "earlier deploys are still compiling (components that took too long to compile); retry in a few minutes"
+    )]
+    CompileBusy,
 }
 
 /// Functions by app, then by name (looked up by `&str`, no allocation).
@@ -72,6 +97,12 @@ pub struct Registry {
     /// then written, and artifact collection must not race a deploy that is
     /// about to reference the same component.
     changes: tokio::sync::Mutex<()>,
+    /// Compile slots ([`MAX_CONCURRENT_COMPILES`]); a compile holds one
+    /// until it ends, also after its deploy gave up on it.
+    compiles: Arc<tokio::sync::Semaphore>,
+    /// The compile deadline in milliseconds ([`COMPILE_TIMEOUT`] unless a
+    /// test sets another).
+    compile_timeout_ms: AtomicU64,
 }
 
 impl Registry {
@@ -82,6 +113,44 @@ impl Registry {
             store,
             loaded: RwLock::new(HashMap::new()),
             changes: tokio::sync::Mutex::new(()),
+            compiles: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_COMPILES)),
+            compile_timeout_ms: AtomicU64::new(millis(COMPILE_TIMEOUT)),
+        }
+    }
+
+    /// Changes the compile deadline of deploys (default [`COMPILE_TIMEOUT`]).
+    pub fn set_compile_timeout(&self, timeout: Duration) {
+        self.compile_timeout_ms
+            .store(millis(timeout), Ordering::Relaxed);
+    }
+
+    /// Compiles `component` off the async pool within the compile deadline.
+    async fn compile(
+        &self,
+        component: Vec<u8>,
+    ) -> Result<(String, ProxyPre<HostState>), RegistryError> {
+        let timeout = Duration::from_millis(self.compile_timeout_ms.load(Ordering::Relaxed));
+        let deadline = tokio::time::Instant::now() + timeout;
+        let slot = tokio::time::timeout_at(deadline, self.compiles.clone().acquire_owned())
+            .await
+            .map_err(|_| RegistryError::CompileBusy)?
+            .map_err(|e| RegistryError::Internal(e.to_string()))?;
+        let engine = self.engine.clone();
+        let size = component.len();
+        let compile = tokio::task::spawn_blocking(move || {
+            let _slot = slot;
+            engine.deploy(&component)
+        });
+        match tokio::time::timeout_at(deadline, compile).await {
+            Ok(joined) => Ok(joined.map_err(|e| RegistryError::Internal(e.to_string()))??),
+            Err(_) => {
+                tracing::warn!(
+                    bytes = size,
+                    timeout_secs = timeout.as_secs(),
+                    "deploy refused: the component took too long to compile (the compile finishes in the background)"
+                );
+                Err(RegistryError::CompileTimeout(timeout))
+            }
         }
     }
 
@@ -150,11 +219,8 @@ impl Registry {
                 .map_err(|e| RegistryError::Invalid(format!("manifest: cron[{i}]: {e}")))?;
         }
         let _changes = self.changes.lock().await;
-        let engine = self.engine.clone();
         let size = component.len() as u64;
-        let (sha, pre) = tokio::task::spawn_blocking(move || engine.deploy(&component))
-            .await
-            .map_err(|e| RegistryError::Internal(e.to_string()))??;
+        let (sha, pre) = self.compile(component).await?;
         let previous = self.store.get_function(app, name).await?;
         if let Some(prev) = &previous
             && prev.component_sha256 == sha
@@ -305,4 +371,8 @@ impl Registry {
         }
         Ok(false)
     }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }

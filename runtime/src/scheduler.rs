@@ -66,6 +66,9 @@
 //! - After downtime, missed fire times are caught up with one run for the
 //!   whole missed window ([`CatchUpPolicy::RunOnce`], the default), or
 //!   skipped ([`CatchUpPolicy::Skip`]); never one run per missed time.
+//! - A stop ([`Scheduler::drain`]) starts nothing new and waits for the runs
+//!   in progress; those still going when the caller gives up are recorded
+//!   as [`Outcome::Interrupted`], so no run vanishes from the history.
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
@@ -114,6 +117,11 @@ const MAX_SLEEP: Duration = Duration::from_secs(60);
 /// Commands queued for one job (updates, manual triggers). They are rare
 /// administrative calls; a full queue makes the caller wait.
 const COMMAND_QUEUE: usize = 8;
+
+/// How long [`Scheduler::drain`] still waits, after giving up on the runs in
+/// progress, for those that were already writing their own record (a store
+/// write: milliseconds).
+const RECORD_WRITE_WAIT: Duration = Duration::from_secs(5);
 
 /// Run records kept per job by [`MemoryScheduleStore`], oldest dropped
 /// first: enough history for development without growing forever.
@@ -802,6 +810,9 @@ pub enum Outcome {
     Skipped,
     /// The run did not finish within its deadline.
     TimedOut,
+    /// The runtime stopped before the run finished (its grace period ran
+    /// out); it is not retried.
+    Interrupted,
 }
 
 /// One entry of a job's run history: an attempt, or a fire time skipped.
@@ -991,6 +1002,67 @@ struct Deps {
     store: Arc<dyn ScheduleStore>,
     runner: Arc<dyn Runner>,
     clock: Arc<dyn Clock>,
+    in_flight: Arc<InFlight>,
+}
+
+/// The attempts in progress, across jobs, so a stop can wait for them and
+/// record the ones it cuts off. An attempt's record is written by exactly
+/// one side: the attempt claims its entry before writing, a stop takes the
+/// unclaimed ones.
+#[derive(Default)]
+struct InFlight {
+    runs: Mutex<HashMap<String, InFlightRun>>,
+    /// Notified whenever an entry leaves `runs`.
+    left: tokio::sync::Notify,
+}
+
+struct InFlightRun {
+    /// The record to write if the run is cut off.
+    record: RunRecord,
+    /// The attempt is writing its own record.
+    claimed: bool,
+    /// Stops the attempt's task.
+    abort: Option<tokio::task::AbortHandle>,
+}
+
+impl InFlight {
+    fn runs(&self) -> std::sync::MutexGuard<'_, HashMap<String, InFlightRun>> {
+        self.runs.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The attempt `run_id` is about to write its record: false if a stop
+    /// already recorded it as interrupted.
+    fn claim(&self, run_id: &str) -> bool {
+        match self.runs().get_mut(run_id) {
+            Some(run) if !run.claimed => {
+                run.claimed = true;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The attempt `run_id` is over and recorded.
+    fn done(&self, run_id: &str) {
+        self.runs().remove(run_id);
+        self.left.notify_waiters();
+    }
+
+    /// Waits until no attempt is in progress, or `until` resolves.
+    async fn wait_empty(&self, until: &mut (impl Future<Output = ()> + Unpin)) -> bool {
+        loop {
+            let left = self.left.notified();
+            tokio::pin!(left);
+            left.as_mut().enable();
+            if self.runs().is_empty() {
+                return true;
+            }
+            tokio::select! {
+                () = &mut left => {}
+                () = &mut *until => return false,
+            }
+        }
+    }
 }
 
 struct JobHandle {
@@ -1030,6 +1102,7 @@ impl Scheduler {
                     store,
                     runner,
                     clock,
+                    in_flight: Arc::default(),
                 },
                 jobs: Mutex::new(HashMap::new()),
             }),
@@ -1128,6 +1201,47 @@ impl Scheduler {
     /// Stops every job. Runs in progress finish and are recorded.
     pub fn shutdown(&self) {
         self.jobs_map().clear();
+    }
+
+    /// Stops every job, as [`Scheduler::shutdown`], then waits for the runs in
+    /// progress to finish and be recorded, until `give_up` resolves (the
+    /// end of a grace period, a second stop signal). Runs still going then
+    /// are stopped and recorded as [`Outcome::Interrupted`]. Returns how
+    /// many were.
+    pub async fn drain(&self, give_up: impl Future<Output = ()>) -> usize {
+        self.shutdown();
+        let in_flight = &self.shared.deps.in_flight;
+        let mut give_up = std::pin::pin!(give_up);
+        if in_flight.wait_empty(&mut give_up).await {
+            return 0;
+        }
+        let cut: Vec<InFlightRun> = {
+            let mut runs = in_flight.runs();
+            let ids: Vec<String> = runs
+                .iter()
+                .filter(|(_, run)| !run.claimed)
+                .map(|(id, _)| id.clone())
+                .collect();
+            ids.iter().filter_map(|id| runs.remove(id)).collect()
+        };
+        let now = self.shared.deps.clock.now();
+        for run in &cut {
+            if let Some(abort) = &run.abort {
+                abort.abort();
+            }
+            let mut record = run.record.clone();
+            record.ended_at = now;
+            tracing::warn!(job = %record.job, run_id = %record.run_id, "run interrupted by the stop");
+            if let Err(error) = self.shared.deps.store.append_run(record).await {
+                tracing::error!(%error, "cannot record an interrupted run");
+            }
+        }
+        // Attempts that were writing their own record: let them finish.
+        let mut write_wait = std::pin::pin!(tokio::time::sleep(RECORD_WRITE_WAIT));
+        if !in_flight.wait_empty(&mut write_wait).await {
+            tracing::error!("run records still being written when the scheduler stopped");
+        }
+        cut.len()
     }
 }
 
@@ -1316,6 +1430,30 @@ impl JobLoop {
         let deps = self.deps.clone();
         let job = self.job.clone();
         let record_id = run_id.clone();
+        // Registered before the task exists, so the task always finds it.
+        deps.in_flight.runs().insert(
+            run_id.clone(),
+            InFlightRun {
+                record: RunRecord {
+                    run_id: run_id.clone(),
+                    job: job.clone(),
+                    trigger: fire.trigger,
+                    scheduled_for: fire.scheduled_for,
+                    started_at,
+                    ended_at: started_at,
+                    outcome: Outcome::Interrupted,
+                    error: Some(
+                        "the runtime stopped before the run finished (its shutdown grace period \
+                         ran out); the run is not retried: run it again if it must complete"
+                            .into(),
+                    ),
+                    attempt: fire.attempt,
+                    tool_calls: Vec::new(),
+                },
+                claimed: false,
+                abort: None,
+            },
+        );
         let handle = tokio::spawn(async move {
             let result = tokio::time::timeout(deadline, deps.runner.run(&job, ctx)).await;
             let (outcome, error, tool_calls) = match result {
@@ -1337,7 +1475,7 @@ impl JobLoop {
                 ),
             };
             let record = RunRecord {
-                run_id: record_id,
+                run_id: record_id.clone(),
                 job,
                 trigger: fire.trigger,
                 scheduled_for: fire.scheduled_for,
@@ -1348,11 +1486,19 @@ impl JobLoop {
                 attempt: fire.attempt,
                 tool_calls,
             };
+            if !deps.in_flight.claim(&record.run_id) {
+                // A stop recorded this run as interrupted already.
+                return Outcome::Interrupted;
+            }
             if let Err(error) = deps.store.append_run(record).await {
                 tracing::error!(%error, "cannot record a run");
             }
+            deps.in_flight.done(&record_id);
             outcome
         });
+        if let Some(run) = self.deps.in_flight.runs().get_mut(&run_id) {
+            run.abort = Some(handle.abort_handle());
+        }
         self.running = Some(Running {
             fire,
             run_id: run_id.clone(),
@@ -1371,6 +1517,9 @@ impl JobLoop {
             Ok(outcome) => outcome,
             Err(error) => {
                 // The runner panicked: its task never wrote the record.
+                if !self.deps.in_flight.claim(&running.run_id) {
+                    return;
+                }
                 let record = RunRecord {
                     run_id: running.run_id.clone(),
                     job: self.job.clone(),
@@ -1386,6 +1535,7 @@ impl JobLoop {
                 if let Err(error) = self.deps.store.append_run(record).await {
                     tracing::error!(job = %self.job, %error, "cannot record a run");
                 }
+                self.deps.in_flight.done(&running.run_id);
                 Outcome::Error
             }
         };
@@ -2370,5 +2520,88 @@ mod tests {
             harness.call_times(),
             times(&["2026-03-10T09:00:00Z", "2026-03-11T10:00:00Z"])
         );
+    }
+
+    fn slow_ok(takes: Duration) -> Script {
+        Box::new(move |_| (takes, RunOutcome::ok(vec!["SLACK_SEND_MESSAGE".into()])))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stop_waits_for_the_run_in_progress_and_records_it() {
+        let harness = Harness::new("2026-03-10T12:00:00Z", slow_ok(Duration::from_secs(20)));
+        harness
+            .scheduler
+            .upsert("job", job("* * * * *", "UTC"))
+            .await;
+        let run_id = harness.scheduler.trigger_now("job").await.unwrap();
+        tokio::time::sleep(Duration::from_secs(5)).await;
+
+        let interrupted = harness
+            .scheduler
+            .drain(tokio::time::sleep(Duration::from_secs(60)))
+            .await;
+        assert_eq!(interrupted, 0);
+        // It returned when the run ended, not at the end of the grace.
+        assert_eq!(harness.clock.now(), at("2026-03-10T12:00:20Z"));
+        let records = harness.records().await;
+        assert_eq!(
+            summary(&records),
+            vec![(
+                at("2026-03-10T12:00:00Z"),
+                RunTrigger::Manual,
+                Outcome::Ok,
+                1
+            )]
+        );
+        assert_eq!(records[0].run_id, run_id);
+        // Nothing fires after a stop.
+        harness.run_until("2026-03-10T12:10:00Z").await;
+        assert_eq!(harness.calls().len(), 1);
+        assert!(harness.scheduler.jobs().is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_run_outlasting_the_grace_is_recorded_as_interrupted_once() {
+        let harness = Harness::new("2026-03-10T12:00:00Z", slow_ok(Duration::from_secs(25)));
+        harness
+            .scheduler
+            .upsert("job", job("0 9 * * *", "UTC"))
+            .await;
+        let run_id = harness.scheduler.trigger_now("job").await.unwrap();
+
+        let interrupted = harness
+            .scheduler
+            .drain(tokio::time::sleep(Duration::from_secs(10)))
+            .await;
+        assert_eq!(interrupted, 1);
+        assert_eq!(harness.clock.now(), at("2026-03-10T12:00:10Z"));
+        // Past the moment the run would have ended: still one record.
+        harness.run_until("2026-03-10T12:01:00Z").await;
+        let records = harness.records().await;
+        assert_eq!(
+            summary(&records),
+            vec![(
+                at("2026-03-10T12:00:00Z"),
+                RunTrigger::Manual,
+                Outcome::Interrupted,
+                1
+            )]
+        );
+        assert_eq!(records[0].run_id, run_id);
+        assert_eq!(records[0].ended_at, at("2026-03-10T12:00:10Z"));
+        assert!(
+            records[0]
+                .error
+                .as_deref()
+                .unwrap()
+                .contains("grace period"),
+            "{records:?}"
+        );
+        assert_eq!(
+            serde_json::to_value(Outcome::Interrupted).unwrap(),
+            "interrupted"
+        );
+        // With nothing running, a stop returns at once.
+        assert_eq!(harness.scheduler.drain(std::future::pending()).await, 0);
     }
 }

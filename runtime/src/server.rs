@@ -95,7 +95,14 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/v1/{app}/integrations/connections/{id}",
             delete(api::delete_connection).patch(api::patch_connection),
         )
-        .route(host_api::connections::CALLBACK_PATH, get(api::callback))
+        .route(
+            host_api::connections::CALLBACK_PATH,
+            get(crate::connect::callback),
+        )
+        .route(
+            host_api::connections::CONNECT_PAGE_PATH,
+            get(crate::connect::page).post(crate::connect::confirm),
+        )
         .route("/v1/{app}/integrations/logs", get(api::logs))
         .route(
             "/v1/{app}/functions/{name}/versions",

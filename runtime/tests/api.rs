@@ -38,6 +38,9 @@ fn config(dir: &std::path::Path, allow_insecure: bool) -> ServeConfig {
         connector_overrides: None,
         rate_limit_app: 0,
         rate_limit_user: 0,
+        rate_limit_anonymous: None,
+        outbound_proxy: None,
+        retention: Default::default(),
     }
 }
 
@@ -397,7 +400,10 @@ async fn settings_and_the_connect_flow_refuse_bad_input_with_the_fix() {
     )
     .await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    let auth_url = url::Url::parse(body["authUrl"].as_str().unwrap()).unwrap();
+    // authUrl is the connect page; confirming it leads to the provider.
+    let page = url::Url::parse(body["authUrl"].as_str().unwrap()).unwrap();
+    assert_eq!(page.path(), "/v1/integrations/connect");
+    let auth_url = url::Url::parse(&confirm_connect_page(&state, &page).await).unwrap();
     assert_eq!(auth_url.host_str(), Some("github.com"));
     let q: std::collections::HashMap<String, String> =
         auth_url.query_pairs().into_owned().collect();
@@ -771,4 +777,46 @@ async fn deployment_overrides_move_connectors_under_the_insecure_flag_only() {
             .unwrap()
     );
     assert!(err.contains("gitlab"), "{err}");
+}
+
+/// Opens a connect page and submits its form with the cookie it set, as a
+/// browser would: returns where the runtime sends the browser.
+async fn confirm_connect_page(state: &Arc<AppState>, page: &url::Url) -> String {
+    let uri = format!("{}?{}", page.path(), page.query().unwrap());
+    let req = Request::builder().uri(uri).body(Body::empty()).unwrap();
+    let response = router(state.clone()).oneshot(req).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let cookie = response.headers()["set-cookie"].to_str().unwrap();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    let cookie = cookie.split(';').next().unwrap().to_string();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    let html = String::from_utf8(bytes.to_vec()).unwrap();
+    let field = |name: &str| {
+        let marker = format!("name=\"{name}\" value=\"");
+        let start = html.find(&marker).unwrap() + marker.len();
+        let end = start + html[start..].find('"').unwrap();
+        html[start..end].to_string()
+    };
+    let form = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("state", &field("state"))
+        .append_pair("csrf", &field("csrf"))
+        .finish();
+    let req = Request::builder()
+        .method("POST")
+        .uri(page.path())
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("cookie", cookie)
+        .body(Body::from(form))
+        .unwrap();
+    let response = router(state.clone()).oneshot(req).await.unwrap();
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    let binding = response.headers()["set-cookie"].to_str().unwrap();
+    assert!(
+        binding.contains("HttpOnly") && binding.contains("SameSite=Lax"),
+        "{binding}"
+    );
+    response.headers()["location"].to_str().unwrap().to_string()
 }

@@ -418,3 +418,132 @@ pub fn browser() -> reqwest::Client {
 pub fn query(url: &url::Url) -> std::collections::HashMap<String, String> {
     url.query_pairs().into_owned().collect()
 }
+
+/// A browser with the cookies of one origin (the runtime's), for the
+/// connect flow: the connect page sets a form token and, once confirmed, a
+/// cookie binding the flow to this browser, which the callback requires.
+/// Follows no redirects, so each hop can be checked.
+#[derive(Debug)]
+pub struct ConnectBrowser {
+    client: reqwest::Client,
+    /// (origin, name, value) of the cookies set so far.
+    cookies: std::sync::Mutex<Vec<(String, String, String)>>,
+}
+
+impl Default for ConnectBrowser {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ConnectBrowser {
+    /// A browser with no cookies.
+    pub fn new() -> Self {
+        ConnectBrowser {
+            client: browser(),
+            cookies: Default::default(),
+        }
+    }
+
+    fn origin(url: &url::Url) -> String {
+        url.origin().ascii_serialization()
+    }
+
+    fn keep_cookies(&self, url: &url::Url, response: &reqwest::Response) {
+        let origin = Self::origin(url);
+        let mut jar = self.cookies.lock().unwrap();
+        for v in response.headers().get_all("set-cookie") {
+            let text = v.to_str().unwrap();
+            let (pair, attrs) = text.split_once(';').unwrap_or((text, ""));
+            let (name, value) = pair.split_once('=').unwrap();
+            jar.retain(|(o, n, _)| !(o == &origin && n == name));
+            if !attrs.contains("Max-Age=0") {
+                jar.push((origin.clone(), name.to_string(), value.to_string()));
+            }
+        }
+    }
+
+    fn cookie_header(&self, url: &url::Url) -> Option<String> {
+        let origin = Self::origin(url);
+        let jar = self.cookies.lock().unwrap();
+        let pairs: Vec<String> = jar
+            .iter()
+            .filter(|(o, _, _)| o == &origin)
+            .map(|(_, n, v)| format!("{n}={v}"))
+            .collect();
+        (!pairs.is_empty()).then(|| pairs.join("; "))
+    }
+
+    /// The names of the cookies this browser holds for `url`'s origin.
+    pub fn cookie_names(&self, url: &str) -> Vec<String> {
+        let origin = Self::origin(&url::Url::parse(url).unwrap());
+        let jar = self.cookies.lock().unwrap();
+        jar.iter()
+            .filter(|(o, _, _)| o == &origin)
+            .map(|(_, n, _)| n.clone())
+            .collect()
+    }
+
+    /// GET with this browser's cookies.
+    pub async fn get(&self, url: &str) -> reqwest::Response {
+        let parsed = url::Url::parse(url).unwrap();
+        let mut request = self.client.get(url);
+        if let Some(c) = self.cookie_header(&parsed) {
+            request = request.header("cookie", c);
+        }
+        let response = request.send().await.unwrap();
+        self.keep_cookies(&parsed, &response);
+        response
+    }
+
+    /// POSTs a form with this browser's cookies.
+    pub async fn post_form(&self, url: &str, form: &[(&str, &str)]) -> reqwest::Response {
+        let parsed = url::Url::parse(url).unwrap();
+        let mut request = self.client.post(url).form(form);
+        if let Some(c) = self.cookie_header(&parsed) {
+            request = request.header("cookie", c);
+        }
+        let response = request.send().await.unwrap();
+        self.keep_cookies(&parsed, &response);
+        response
+    }
+
+    /// Opens a connect page (an `authUrl`), returns its HTML.
+    pub async fn open_page(&self, auth_url: &str) -> String {
+        let r = self.get(auth_url).await;
+        assert_eq!(r.status().as_u16(), 200, "connect page {auth_url}");
+        r.text().await.unwrap()
+    }
+
+    /// Opens a connect page and presses Continue: returns the provider's
+    /// authorization URL the runtime sends the browser to.
+    pub async fn confirm(&self, auth_url: &str) -> String {
+        let page = self.open_page(auth_url).await;
+        let (status, location) = self.submit(auth_url, &page).await;
+        assert_eq!(status, 303, "confirming the connect page");
+        location.unwrap()
+    }
+
+    /// Submits the connect page's form as shown: (status, Location).
+    pub async fn submit(&self, auth_url: &str, page: &str) -> (u16, Option<String>) {
+        let field = |name: &str| {
+            let marker = format!("name=\"{name}\" value=\"");
+            let start = page.find(&marker).unwrap() + marker.len();
+            let end = start + page[start..].find('"').unwrap();
+            page[start..end]
+                .replace("&quot;", "\"")
+                .replace("&amp;", "&")
+        };
+        let (state, csrf) = (field("state"), field("csrf"));
+        let mut action = url::Url::parse(auth_url).unwrap();
+        action.set_query(None);
+        let r = self
+            .post_form(action.as_str(), &[("state", &state), ("csrf", &csrf)])
+            .await;
+        let location = r
+            .headers()
+            .get("location")
+            .map(|l| l.to_str().unwrap().to_string());
+        (r.status().as_u16(), location)
+    }
+}

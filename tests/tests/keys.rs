@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use e2e_tests::oauth::{FAKE_CLIENT_ID, FAKE_CLIENT_SECRET, FakeProvider};
 use e2e_tests::{
-    ADMIN_KEY, APP, MASTER_KEY, Options, Reply, Runtime, Upstream, browser, files_containing,
-    query, runtime_bin, user_jwt,
+    ADMIN_KEY, APP, ConnectBrowser, MASTER_KEY, Options, Reply, Runtime, Upstream,
+    files_containing, query, runtime_bin, user_jwt,
 };
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -150,15 +150,12 @@ async fn connect(rt: &Runtime, user: &str) -> String {
         )
         .await;
     assert_eq!(s, 200, "{start}");
-    let browser = browser();
-    let r = browser
-        .get(start["authUrl"].as_str().unwrap())
-        .send()
-        .await
-        .unwrap();
+    let browser = ConnectBrowser::new();
+    let provider = browser.confirm(start["authUrl"].as_str().unwrap()).await;
+    let r = browser.get(&provider).await;
     assert_eq!(r.status(), 302);
     let callback = r.headers()["location"].to_str().unwrap().to_string();
-    let r = browser.get(&callback).send().await.unwrap();
+    let r = browser.get(&callback).await;
     assert_eq!(r.status(), 303, "{}", rt.output());
     let location = url::Url::parse(r.headers()["location"].to_str().unwrap()).unwrap();
     let back = query(&location);

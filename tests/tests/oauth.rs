@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use e2e_tests::oauth::{FAKE_CLIENT_ID, FAKE_CLIENT_SECRET, FakeProvider, TokenMode};
-use e2e_tests::{APP, Options, Runtime, browser, files_containing, guest, query, user_jwt};
+use e2e_tests::{APP, ConnectBrowser, Options, Runtime, files_containing, guest, query, user_jwt};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -23,8 +23,9 @@ struct World {
     rt: Runtime,
     fake: FakeProvider,
     dir: tempfile::TempDir,
-    /// A browser: follows no redirects, so each hop is seen.
-    browser: reqwest::Client,
+    /// A browser with its cookies: follows no redirects, so each hop is
+    /// seen.
+    browser: ConnectBrowser,
 }
 
 fn jwt(sub: &str) -> String {
@@ -100,7 +101,7 @@ impl World {
             .await;
         assert_eq!(s, 200, "{b}");
         assert!(!b.to_string().contains(FAKE_CLIENT_SECRET));
-        let browser = browser();
+        let browser = ConnectBrowser::new();
         World {
             rt,
             fake,
@@ -139,11 +140,18 @@ impl World {
         b
     }
 
-    /// Follows an authorization URL like a browser whose user clicks
-    /// "allow": provider, then the runtime's callback. Returns the
+    /// Follows an authorization URL like a browser whose user presses
+    /// Continue on the connect page and "allow" at the provider: the
+    /// page, the provider, then the runtime's callback. Returns the
     /// callback URL and the runtime's answer (status, Location).
     async fn consent(&self, auth_url: &str) -> (String, u16, Option<url::Url>) {
-        let r = self.browser.get(auth_url).send().await.unwrap();
+        let provider = self.browser.confirm(auth_url).await;
+        self.consent_at_provider(&provider).await
+    }
+
+    /// The provider's part of [`World::consent`].
+    async fn consent_at_provider(&self, provider_url: &str) -> (String, u16, Option<url::Url>) {
+        let r = self.browser.get(provider_url).await;
         assert_eq!(r.status().as_u16(), 302, "provider did not redirect");
         let callback = r.headers()["location"].to_str().unwrap().to_string();
         let (status, location) = self.visit(&callback).await;
@@ -151,7 +159,7 @@ impl World {
     }
 
     async fn visit(&self, url: &str) -> (u16, Option<url::Url>) {
-        let r = self.browser.get(url).send().await.unwrap();
+        let r = self.browser.get(url).await;
         let location = r
             .headers()
             .get("location")
@@ -218,7 +226,9 @@ async fn a_user_connects_through_the_browser_and_calls_with_their_own_token() {
             json!({"toolkit": "fake", "redirectUrl": DONE}),
         )
         .await;
-    let auth_url = url::Url::parse(start["authUrl"].as_str().unwrap()).unwrap();
+    let page = url::Url::parse(start["authUrl"].as_str().unwrap()).unwrap();
+    assert_eq!(page.path(), "/v1/integrations/connect", "{page}");
+    let auth_url = url::Url::parse(&w.browser.confirm(page.as_str()).await).unwrap();
     let q = query(&auth_url);
     assert_eq!(q["client_id"], FAKE_CLIENT_ID);
     assert_eq!(q["redirect_uri"], redirect_uri);
@@ -232,7 +242,7 @@ async fn a_user_connects_through_the_browser_and_calls_with_their_own_token() {
     assert_eq!(pending.len(), 1);
     assert_eq!(pending[0]["state"], "pending");
 
-    let (callback, status, location) = w.consent(auth_url.as_str()).await;
+    let (callback, status, location) = w.consent_at_provider(auth_url.as_str()).await;
     assert_eq!(status, 303);
     let location = location.unwrap();
     assert!(location.as_str().starts_with(DONE), "{location}");
@@ -510,7 +520,8 @@ async fn provider_faults_keep_tokens_or_ask_for_a_reconnect() {
     assert_eq!(start["connectionId"], id.as_str());
     let (_, status, location) = w.consent(start["authUrl"].as_str().unwrap()).await;
     assert_eq!(status, 303);
-    assert_eq!(query(&location.unwrap())["connectionId"], id);
+    let back = query(&location.unwrap());
+    assert_eq!(back.get("connectionId"), Some(&id), "{back:?}");
     let listed = w.connections(&jwt("alice")).await;
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0]["state"], "active");
@@ -533,10 +544,11 @@ async fn missing_scopes_get_a_step_up_url_that_asks_only_for_what_is_needed() {
     let err = &out["error"];
     assert_eq!(err["kind"], "insufficient-scope", "{out}");
     assert_eq!(err["missing"], json!(["write"]));
-    let auth_url = url::Url::parse(err["authUrl"].as_str().unwrap()).unwrap();
+    let provider = w.browser.confirm(err["authUrl"].as_str().unwrap()).await;
+    let auth_url = url::Url::parse(&provider).unwrap();
     assert_eq!(query(&auth_url)["scope"], "read write");
 
-    let (_, status, location) = w.consent(auth_url.as_str()).await;
+    let (_, status, location) = w.consent_at_provider(auth_url.as_str()).await;
     assert_eq!(status, 303);
     let back = query(&location.unwrap());
     assert_eq!(back["status"], "connected");
@@ -560,12 +572,8 @@ async fn forged_states_refusals_and_bad_redirects_never_reach_the_token_endpoint
             json!({"toolkit": "fake", "redirectUrl": DONE}),
         )
         .await;
-    let r = w
-        .browser
-        .get(start["authUrl"].as_str().unwrap())
-        .send()
-        .await
-        .unwrap();
+    let provider = w.browser.confirm(start["authUrl"].as_str().unwrap()).await;
+    let r = w.browser.get(&provider).await;
     let callback = url::Url::parse(r.headers()["location"].to_str().unwrap()).unwrap();
     let q = query(&callback);
     let mut tampered = callback.clone();
@@ -664,7 +672,9 @@ async fn forged_states_refusals_and_bad_redirects_never_reach_the_token_endpoint
 
 #[tokio::test]
 async fn a_shared_toolkit_serves_every_user_and_disabling_keeps_connections() {
-    let w = world_with(json!({"shared": true})).await;
+    // End users reach the shared account directly only through the tools
+    // the admin opened to them (userTools); FAKE_ECHO stays closed.
+    let w = world_with(json!({"shared": true, "userTools": ["FAKE_ME"]})).await;
     let start = w
         .connect(
             e2e_tests::ADMIN_KEY,
@@ -672,14 +682,10 @@ async fn a_shared_toolkit_serves_every_user_and_disabling_keeps_connections() {
         )
         .await;
     // Without a redirectUrl the callback answers with a page.
-    let r = w
-        .browser
-        .get(start["authUrl"].as_str().unwrap())
-        .send()
-        .await
-        .unwrap();
+    let provider = w.browser.confirm(start["authUrl"].as_str().unwrap()).await;
+    let r = w.browser.get(&provider).await;
     let callback = r.headers()["location"].to_str().unwrap().to_string();
-    let page = w.browser.get(&callback).send().await.unwrap();
+    let page = w.browser.get(&callback).await;
     assert_eq!(page.status().as_u16(), 200);
     assert!(page.text().await.unwrap().contains("Connected"));
 
@@ -687,6 +693,15 @@ async fn a_shared_toolkit_serves_every_user_and_disabling_keeps_connections() {
         let out = w.execute(&jwt(user), "FAKE_ME", json!({})).await;
         assert_eq!(out["successful"], true, "{out}");
     }
+    let out = w.execute(&jwt("alice"), "FAKE_ECHO", json!({})).await;
+    assert_eq!(out["error"]["kind"], "denied", "{out}");
+    assert!(
+        out["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("userTools"),
+        "{out}"
+    );
     let all = w.connections(e2e_tests::ADMIN_KEY).await;
     assert_eq!(all.len(), 1);
     assert_eq!(all[0]["userId"], Value::Null);
@@ -770,6 +785,20 @@ async fn functions_use_the_callers_connection_and_as_user_only_where_allowed() {
     assert!(b["ok"].is_object(), "{b}");
     let (_, b) = call(Some(jwt("bob")), as_alice).await;
     assert_eq!(b["error"]["kind"], "denied", "{b}");
+    // The audit records bob, who was verified, and the refused target
+    // apart: never as if alice had made the call.
+    let (_, logs) = w
+        .api(
+            e2e_tests::ADMIN_KEY,
+            Method::GET,
+            &format!("/v1/{APP}/integrations/logs?limit=1"),
+            None,
+        )
+        .await;
+    let last = &logs["logs"][0];
+    assert_eq!(last["identity"], "user:bob", "{logs}");
+    assert_eq!(last["asUser"], "alice", "{logs}");
+    assert_eq!(last["outcome"], "denied", "{logs}");
     // Bob has no connection of his own.
     let (_, b) = call(Some(jwt("bob")), echo).await;
     assert_eq!(b["error"]["kind"], "not-connected", "{b}");
@@ -951,4 +980,369 @@ async fn custom_connectors_can_come_from_a_directory_and_bad_ones_stop_start_up(
         .await
         .unwrap_err();
     assert!(out.contains("zbad.json"), "{out}");
+}
+
+// ---- Trust boundaries (issue 11): who may re-authorize what, and which
+// browser may finish a flow.
+
+fn account(id: &str, login: &str) -> e2e_tests::oauth::Account {
+    e2e_tests::oauth::Account {
+        id: id.into(),
+        login: login.into(),
+        email: format!("{login}@example.test"),
+    }
+}
+
+impl World {
+    /// Calls the `probe` function's `/call` path: (status, body).
+    async fn probe(&self, bearer: Option<&str>, body: Value) -> (u16, Value) {
+        let mut req = self
+            .rt
+            .http
+            .post(format!("{}/fn/{APP}/probe/call", self.rt.url))
+            .json(&body);
+        if let Some(b) = bearer {
+            req = req.bearer_auth(b);
+        }
+        let r = req.send().await.unwrap();
+        let status = r.status().as_u16();
+        let text = r.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    /// The admin connects the app's shared account as `who`.
+    async fn connect_shared(&self, who: &e2e_tests::oauth::Account) -> String {
+        self.fake.set_account(who.clone());
+        let start = self
+            .connect(
+                e2e_tests::ADMIN_KEY,
+                json!({"toolkit": "fake", "shared": true, "redirectUrl": DONE}),
+            )
+            .await;
+        let (_, status, location) = self.consent(start["authUrl"].as_str().unwrap()).await;
+        assert_eq!(status, 303);
+        let q = query(&location.unwrap());
+        assert_eq!(q["status"], "connected", "{q:?}");
+        q["connectionId"].clone()
+    }
+}
+
+#[tokio::test]
+async fn only_an_admin_gets_a_link_to_reauthorize_the_shared_connection_and_it_cannot_switch_accounts()
+ {
+    let w = world_with(json!({"shared": true, "scopes": ["read"]})).await;
+    let builder = account("1001", "builder");
+    let id = w.connect_shared(&builder).await;
+    w.rt.deploy_ok(
+        "probe",
+        guest("probe"),
+        r#"{"grants": {"toolkits": ["fake"]}}"#,
+    )
+    .await;
+    let write = json!({"tool": "FAKE_WRITE", "params": {}});
+
+    // Anonymous callers and end users of a function: the missing scope is
+    // named, an admin must approve it, and there is no link anywhere.
+    for bearer in [None, Some(jwt("mallory"))] {
+        let (_, b) = w.probe(bearer.as_deref(), write.clone()).await;
+        let err = &b["error"];
+        assert_eq!(err["kind"], "insufficient-scope", "{b}");
+        assert_eq!(err["missing"], json!(["write"]));
+        assert_eq!(err["authUrl"], Value::Null, "{b}");
+        let text = b.to_string();
+        assert!(text.contains("an admin"), "{text}");
+        assert!(!text.contains("state="), "{text}");
+    }
+    // The bug-report example passes errors to whoever called it: no link.
+    // (Its own unit test covers the mapping; here the flow count proves
+    // that no step-up flow was even started for those callers.)
+    let (_, pending) = w
+        .api(
+            e2e_tests::ADMIN_KEY,
+            Method::GET,
+            &format!("/v1/{APP}/integrations/connections?state=pending"),
+            None,
+        )
+        .await;
+    assert_eq!(pending["connections"], json!([]), "{pending}");
+
+    // The admin gets the step-up link...
+    let out = w
+        .execute(e2e_tests::ADMIN_KEY, "FAKE_WRITE", json!({}))
+        .await;
+    let link = out["error"]["authUrl"].as_str().unwrap().to_string();
+    assert!(link.contains("/v1/integrations/connect?state="), "{link}");
+    // ...and whoever completes it must sign in as the same account: an
+    // attacker's own account is refused, and the old grant keeps working.
+    w.fake.set_account(account("6666", "attacker"));
+    let (_, status, location) = w.consent(&link).await;
+    assert_eq!(status, 303);
+    let back = query(&location.unwrap());
+    assert_eq!(back["status"], "error");
+    assert_eq!(back["reason"], "account_mismatch");
+    let me = w.execute(e2e_tests::ADMIN_KEY, "FAKE_ME", json!({})).await;
+    assert_eq!(me["data"]["id"], "1001", "{me}");
+    let listed = w.connections(e2e_tests::ADMIN_KEY).await;
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0]["account"]["id"], "1001");
+    assert_eq!(listed[0]["scopes"], json!(["read"]));
+
+    // Only an admin may switch accounts, and only explicitly.
+    let (s, b) = w
+        .api(
+            &jwt("mallory"),
+            Method::POST,
+            &format!("/v1/{APP}/integrations/connect"),
+            Some(json!({"toolkit": "fake", "connectionId": id, "switchAccount": true})),
+        )
+        .await;
+    assert_eq!(s, 403, "{b}");
+    let start = w
+        .connect(
+            e2e_tests::ADMIN_KEY,
+            json!({"toolkit": "fake", "shared": true, "connectionId": id,
+                   "switchAccount": true, "redirectUrl": DONE}),
+        )
+        .await;
+    let page = w
+        .browser
+        .open_page(start["authUrl"].as_str().unwrap())
+        .await;
+    assert!(page.contains("switch"), "{page}");
+    w.fake.set_account(account("2002", "new-owner"));
+    let (_, status, location) = w.consent(start["authUrl"].as_str().unwrap()).await;
+    assert_eq!(status, 303);
+    assert_eq!(query(&location.unwrap())["status"], "connected");
+    let me = w.execute(e2e_tests::ADMIN_KEY, "FAKE_ME", json!({})).await;
+    assert_eq!(me["data"]["id"], "2002", "{me}");
+}
+
+#[tokio::test]
+async fn a_users_own_reconnect_must_come_back_with_the_same_account() {
+    let w = world().await;
+    w.fake.set_account(account("501", "alice-at-provider"));
+    let id = w.connect_user("alice").await;
+    let start = w
+        .connect(
+            &jwt("alice"),
+            json!({"toolkit": "fake", "connectionId": id, "redirectUrl": DONE}),
+        )
+        .await;
+    w.fake.set_account(account("502", "someone-else"));
+    let (_, _, location) = w.consent(start["authUrl"].as_str().unwrap()).await;
+    let back = query(&location.unwrap());
+    assert_eq!(back["reason"], "account_mismatch", "{back:?}");
+    let me = w.execute(&jwt("alice"), "FAKE_ME", json!({})).await;
+    assert_eq!(me["data"]["id"], "501", "{me}");
+    // End users cannot ask to switch.
+    let (s, _) = w
+        .api(
+            &jwt("alice"),
+            Method::POST,
+            &format!("/v1/{APP}/integrations/connect"),
+            Some(json!({"toolkit": "fake", "connectionId": id, "switchAccount": true})),
+        )
+        .await;
+    assert_eq!(s, 403);
+}
+
+#[tokio::test]
+async fn a_forwarded_connect_link_cannot_attach_someone_elses_account() {
+    let w = world().await;
+    let start = w
+        .connect(
+            &jwt("mallory"),
+            json!({"toolkit": "fake", "redirectUrl": DONE}),
+        )
+        .await;
+    let link = start["authUrl"].as_str().unwrap();
+
+    // The page says whose connection it makes, before anything else.
+    let page = w.browser.open_page(link).await;
+    assert!(page.contains("mallory") && page.contains(APP), "{page}");
+    assert!(page.contains("read") && page.contains("write"), "{page}");
+
+    // Mallory confirms in her browser and forwards the provider's URL;
+    // the victim consents in theirs, which never confirmed the page.
+    let provider = w.browser.confirm(link).await;
+    let victim = ConnectBrowser::new();
+    w.fake.set_account(account("777", "victim"));
+    let r = victim.get(&provider).await;
+    assert_eq!(r.status().as_u16(), 302);
+    let callback = r.headers()["location"].to_str().unwrap().to_string();
+    let r = victim.get(&callback).await;
+    assert_eq!(r.status().as_u16(), 303);
+    let back = query(&url::Url::parse(r.headers()["location"].to_str().unwrap()).unwrap());
+    assert_eq!(back["reason"], "browser_mismatch", "{back:?}");
+    assert_eq!(
+        w.fake.token_requests().len(),
+        0,
+        "the code is never exchanged"
+    );
+    assert!(w.connections(&jwt("mallory")).await.is_empty());
+
+    // Once confirmed in one browser, the link does not work in another.
+    let start = w
+        .connect(
+            &jwt("mallory"),
+            json!({"toolkit": "fake", "redirectUrl": DONE}),
+        )
+        .await;
+    let link = start["authUrl"].as_str().unwrap();
+    w.browser.confirm(link).await;
+    let other = ConnectBrowser::new();
+    let page = other.open_page(link).await;
+    assert_eq!(other.submit(link, &page).await.0, 400);
+    // The same browser may confirm again (a reload).
+    let again = w.browser.open_page(link).await;
+    assert_eq!(w.browser.submit(link, &again).await.0, 303);
+
+    // A cross-site form post carries no page cookie: refused.
+    let start = w
+        .connect(
+            &jwt("mallory"),
+            json!({"toolkit": "fake", "redirectUrl": DONE}),
+        )
+        .await;
+    let link = start["authUrl"].as_str().unwrap();
+    let state = query(&url::Url::parse(link).unwrap())["state"].clone();
+    let r = ConnectBrowser::new()
+        .post_form(
+            &format!("{}/v1/integrations/connect", w.rt.url),
+            &[("state", &state), ("csrf", "guessed")],
+        )
+        .await;
+    assert_eq!(r.status().as_u16(), 403);
+    // The page cannot be framed.
+    let r = w.browser.get(link).await;
+    assert_eq!(r.headers()["x-frame-options"], "DENY");
+    assert!(
+        r.headers()["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .contains("frame-ancestors 'none'")
+    );
+}
+
+#[tokio::test]
+async fn one_user_cannot_fill_the_apps_pending_connect_flows() {
+    let w = world_with(json!({"scopes": ["read"]})).await;
+    let max = 20;
+    for _ in 0..max {
+        w.connect(&jwt("flooder"), json!({"toolkit": "fake"})).await;
+    }
+    let (s, b) = w
+        .api(
+            &jwt("flooder"),
+            Method::POST,
+            &format!("/v1/{APP}/integrations/connect"),
+            Some(json!({"toolkit": "fake"})),
+        )
+        .await;
+    assert_eq!(s, 429, "{b}");
+    assert!(b.to_string().contains("flooder"), "{b}");
+    // Everyone else still connects.
+    w.connect_user("alice").await;
+    // Step-up links count too: at the cap, alice's step-up error has no
+    // link but says how to reconnect.
+    for _ in 0..max {
+        w.connect(&jwt("alice"), json!({"toolkit": "fake"})).await;
+    }
+    let out = w.execute(&jwt("alice"), "FAKE_WRITE", json!({})).await;
+    assert_eq!(out["error"]["kind"], "insufficient-scope", "{out}");
+    assert_eq!(out["error"]["authUrl"], Value::Null, "{out}");
+    assert!(
+        out["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("reconnect"),
+        "{out}"
+    );
+}
+
+#[tokio::test]
+async fn an_end_users_direct_execute_never_uses_the_apps_own_credentials() {
+    let w = world().await;
+    // An API-key toolkit of the app (the fake's API accepts the key as a
+    // bearer token only if it is a real grant: here any refusal is fine,
+    // what matters is that no request is sent).
+    let (s, b) =
+        w.rt.admin(
+            Method::POST,
+            &format!("/v1/{APP}/integrations/connectors"),
+            Some(json!({
+                "slug": "keyed", "displayName": "Keyed", "apiBaseUrl": w.fake.api_url(),
+                "auth": {"type": "bearer"},
+                "tools": [{"name": "KEYED_ME", "description": "Me", "method": "GET", "path": "/me",
+                           "parameters": {"type": "object"}}]
+            })),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    let (s, b) =
+        w.rt.admin(
+            Method::POST,
+            &format!("/v1/{APP}/integrations/configure"),
+            Some(json!({"toolkit": "keyed", "apiKey": "app-api-key-CANARY"})),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    w.fake.reset_counters();
+    for tool in ["KEYED_ME", "KEYED_PROXY"] {
+        let params = if tool == "KEYED_PROXY" {
+            json!({"method": "GET", "path": "/me"})
+        } else {
+            json!({})
+        };
+        let out = w.execute(&jwt("alice"), tool, params).await;
+        assert_eq!(out["error"]["kind"], "denied", "{tool}: {out}");
+        assert!(
+            out["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("userTools"),
+            "{out}"
+        );
+    }
+    assert_eq!(w.fake.api_calls(), 0, "nothing reached the provider");
+    // Opening one tool does not open the proxy.
+    let (s, b) =
+        w.rt.admin(
+            Method::POST,
+            &format!("/v1/{APP}/integrations/configure"),
+            Some(json!({"toolkit": "keyed", "userTools": ["KEYED_ME"]})),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["toolkit"]["userTools"], json!(["KEYED_ME"]), "{b}");
+    let out = w
+        .execute(
+            &jwt("alice"),
+            "KEYED_PROXY",
+            json!({"method": "GET", "path": "/me"}),
+        )
+        .await;
+    assert_eq!(out["error"]["kind"], "denied", "{out}");
+    let out = w.execute(&jwt("alice"), "KEYED_ME", json!({})).await;
+    assert_ne!(out["error"]["kind"], "denied", "{out}");
+    // Unknown tools are refused at configure.
+    let (s, b) =
+        w.rt.admin(
+            Method::POST,
+            &format!("/v1/{APP}/integrations/configure"),
+            Some(json!({"toolkit": "keyed", "userTools": ["FAKE_ECHO"]})),
+        )
+        .await;
+    assert_eq!(s, 400, "{b}");
+    // The audit names the verified principal.
+    let (_, logs) = w
+        .api(
+            e2e_tests::ADMIN_KEY,
+            Method::GET,
+            &format!("/v1/{APP}/integrations/logs?limit=10"),
+            None,
+        )
+        .await;
+    let first = &logs["logs"].as_array().unwrap()[0];
+    assert_eq!(first["identity"], "user:alice", "{logs}");
 }

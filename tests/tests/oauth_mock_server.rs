@@ -12,7 +12,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use e2e_tests::oauth::MockOAuthServer;
 use e2e_tests::{
-    APP, Options, Reply, Runtime, Upstream, browser, files_containing, query, user_jwt,
+    APP, ConnectBrowser, Options, Reply, Runtime, Upstream, files_containing, query, user_jwt,
 };
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -55,8 +55,8 @@ async fn execute(rt: &Runtime, bearer: &str, tool: &str, params: Value) -> Value
 }
 
 /// A GET that follows no redirect: (status, Location).
-async fn visit(browser: &reqwest::Client, url: &str) -> (u16, Option<String>) {
-    let r = browser.get(url).send().await.unwrap();
+async fn visit(browser: &ConnectBrowser, url: &str) -> (u16, Option<String>) {
+    let r = browser.get(url).await;
     let location = r
         .headers()
         .get("location")
@@ -75,7 +75,7 @@ async fn the_connect_flow_works_against_an_independent_oauth_server() {
     .await;
     let dir = tempfile::tempdir().unwrap();
     let rt = Runtime::start(dir.path(), Options::default()).await;
-    let browser = browser();
+    let browser = ConnectBrowser::new();
 
     let (s, b) = rt
         .admin(
@@ -142,7 +142,8 @@ async fn the_connect_flow_works_against_an_independent_oauth_server() {
         )
         .await;
     assert_eq!(s, 200, "{start}");
-    let auth_url = start["authUrl"].as_str().unwrap();
+    // The connect page first, confirmed in this browser.
+    let auth_url = &browser.confirm(start["authUrl"].as_str().unwrap()).await;
     assert!(auth_url.starts_with(&mock.authorize_url()), "{auth_url}");
     let q = query(&url::Url::parse(auth_url).unwrap());
     assert_eq!(q["client_id"], "mock-client");

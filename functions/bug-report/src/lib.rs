@@ -315,6 +315,17 @@ fn tool_error_response(err: &Error) -> Response {
                  (connect) the github toolkit. {message}"
             ),
         ),
+        // The caller of this endpoint may be anyone: the scopes are named,
+        // the link that would re-authorize the app's GitHub connection is
+        // not (it is for the app's admin, who sees it in the audit tools).
+        Error::InsufficientScope { missing, .. } => error_response(
+            503,
+            err.kind(),
+            &format!(
+                "the app's GitHub connection lacks the scopes {}; an administrator must approve them",
+                missing.join(", ")
+            ),
+        ),
         Error::Denied(_) => error_response(403, err.kind(), &message),
         Error::InvalidParams(_) => error_response(400, err.kind(), &message),
         Error::RateLimited { retry_after_ms } => error_response(429, err.kind(), &message)
@@ -442,6 +453,15 @@ mod tests {
         for (err, status) in cases {
             assert_eq!(tool_error_response(&err).status(), status, "{err}");
         }
+        // The link that would re-authorize the app's connection never
+        // reaches an anonymous reporter.
+        let scope = tool_error_response(&Error::InsufficientScope {
+            missing: vec!["repo".into()],
+            auth_url: Some("https://runtime.test/v1/integrations/connect?state=s3cret".into()),
+        });
+        assert_eq!(scope.status(), 503);
+        let text = String::from_utf8_lossy(scope.body()).into_owned();
+        assert!(text.contains("repo") && !text.contains("s3cret"), "{text}");
         let limited = tool_error_response(&Error::RateLimited {
             retry_after_ms: 1500,
         });

@@ -119,6 +119,9 @@ impl Api<'_> {
             builder = builder.json(body);
         }
         let mut response = builder.send().await.map_err(|e| {
+            if let Some(refused) = crate::egress::refusal(&e) {
+                return ToolError::Denied(refused.to_string());
+            }
             // reqwest errors carry the URL, never headers; keep only the kind.
             let what = if e.is_timeout() {
                 "timed out"
@@ -170,11 +173,11 @@ impl Api<'_> {
         match status {
             401 => Err(DataError::Unauthorized),
             429 => {
-                let retry_after_ms = headers
-                    .get(reqwest::header::RETRY_AFTER)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.trim().parse::<u64>().ok())
-                    .map_or(DEFAULT_RETRY_AFTER_MS, |s| s.saturating_mul(1000));
+                let retry_after_ms =
+                    crate::tools::retry_after(&headers, std::time::SystemTime::now())
+                        .map_or(DEFAULT_RETRY_AFTER_MS, |d| {
+                            u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+                        });
                 Err(ToolError::RateLimited { retry_after_ms }.into())
             }
             _ => Ok(Reply { status, body }),
