@@ -177,6 +177,18 @@ impl Broker {
             }
             (None, Some(_)) => None,
         };
+        if j.jwks_url.is_some() && (j.issuer.is_none() || j.audience.is_none()) {
+            // A JWKS endpoint may serve many tenants (Firebase, Azure's common
+            // endpoint): its signature alone admits every tenant's tokens.
+            let missing = match (&j.issuer, &j.audience) {
+                (None, None) => "issuer and audience",
+                (None, Some(_)) => "issuer",
+                _ => "audience",
+            };
+            return Err(AdminError::Invalid(format!(
+                "jwt: with jwksUrl, give {missing} too (the `iss` and `aud` your identity provider puts in your app's tokens, for example \"issuer\": \"https://securetoken.google.com/PROJECT\", \"audience\": \"PROJECT\"); a JWKS endpoint may sign other tenants' tokens as well"
+            )));
+        }
         if let Some(u) = &j.jwks_url {
             let parsed = url::Url::parse(u)
                 .map_err(|e| AdminError::Invalid(format!("jwt.jwksUrl `{u}` is not a URL: {e}")))?;

@@ -310,8 +310,21 @@ async fn settings_and_the_connect_flow_refuse_bad_input_with_the_fix() {
         ),
         (json!({"jwt": {"hs256Secret": "short"}}), "32"),
         (
-            json!({"jwt": {"jwksUrl": "http://127.0.0.1/jwks"}}),
+            json!({"jwt": {"jwksUrl": "http://127.0.0.1/jwks", "issuer": "https://id.example.com", "audience": "app1"}}),
             "jwksUrl",
+        ),
+        // A multi-tenant JWKS would admit other tenants' tokens.
+        (
+            json!({"jwt": {"jwksUrl": "https://id.example.com/jwks"}}),
+            "issuer and audience",
+        ),
+        (
+            json!({"jwt": {"jwksUrl": "https://id.example.com/jwks", "audience": "app1"}}),
+            "give issuer",
+        ),
+        (
+            json!({"jwt": {"jwksUrl": "https://id.example.com/jwks", "issuer": "https://id.example.com"}}),
+            "give audience",
         ),
         (
             json!({"redirectUrls": ["javascript:alert(1)"]}),
@@ -328,6 +341,15 @@ async fn settings_and_the_connect_flow_refuse_bad_input_with_the_fix() {
         assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {body}");
         assert!(message(&body).contains(names), "{bad}: {body}");
     }
+    let (status, body) = admin(
+        &state,
+        "PATCH",
+        settings,
+        Some(json!({"jwt": {"jwksUrl": "https://id.example.com/jwks", "issuer": "https://id.example.com", "audience": "app1"}})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["settings"]["jwt"]["kind"], "jwks");
     let secret = "router-jwt-secret-CANARY-0123456789abcdef";
     let (status, body) = admin(
         &state,
@@ -819,4 +841,26 @@ async fn confirm_connect_page(state: &Arc<AppState>, page: &url::Url) -> String 
         "{binding}"
     );
     response.headers()["location"].to_str().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn a_deploy_that_compiles_too_long_is_refused_with_422_and_deploys_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = start(dir.path(), false).await;
+    // No real component compiles within a millisecond.
+    state
+        .registry
+        .set_compile_timeout(std::time::Duration::from_millis(1));
+    let (status, body) = deploy(&state, "f", guest("hello")).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(message(&body).contains("took longer than"), "{body}");
+    assert!(message(&body).contains("--release"), "{body}");
+    let (status, body) = admin(&state, "GET", "/v1/app1/functions/f/versions", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+
+    state
+        .registry
+        .set_compile_timeout(std::time::Duration::from_secs(120));
+    let (status, body) = deploy(&state, "f", guest("hello")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
 }

@@ -181,6 +181,33 @@ impl Runtime {
         self.output.lock().unwrap().clone()
     }
 
+    /// Sends SIGTERM, as `kill`, systemd and container runtimes do, and
+    /// waits (at most `within`) for the process to exit. Returns whether it
+    /// exited successfully, and everything it printed.
+    pub async fn terminate(mut self, within: Duration) -> (bool, String) {
+        let pid = self.child.id().expect("the runtime is running");
+        let sent = Command::new("kill")
+            .arg("-TERM")
+            .arg(pid.to_string())
+            .status()
+            .await
+            .expect("run kill");
+        assert!(sent.success(), "kill -TERM {pid} failed");
+        let exited = tokio::time::timeout(within, self.child.wait()).await;
+        let output = || self.output.lock().unwrap().clone();
+        match exited {
+            Ok(status) => {
+                // Let the output readers drain the last lines.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                (status.expect("wait for the runtime").success(), output())
+            }
+            Err(_) => panic!(
+                "the runtime did not exit within {within:?} of SIGTERM:\n{}",
+                output()
+            ),
+        }
+    }
+
     /// Everything printed so far.
     pub fn output(&self) -> String {
         self.output.lock().unwrap().clone()
@@ -297,6 +324,7 @@ pub struct Reply {
 struct UpstreamState {
     requests: Arc<Mutex<Vec<Recorded>>>,
     reply: Arc<Mutex<Reply>>,
+    delay: Arc<Mutex<Duration>>,
 }
 
 /// A local HTTP server standing in for a provider's API: records every
@@ -307,6 +335,7 @@ pub struct Upstream {
     pub url: String,
     requests: Arc<Mutex<Vec<Recorded>>>,
     reply: Arc<Mutex<Reply>>,
+    delay: Arc<Mutex<Duration>>,
 }
 
 impl Upstream {
@@ -314,9 +343,11 @@ impl Upstream {
     pub async fn start(reply: Reply) -> Upstream {
         let requests = Arc::new(Mutex::new(Vec::new()));
         let reply = Arc::new(Mutex::new(reply));
+        let delay = Arc::new(Mutex::new(Duration::ZERO));
         let state = UpstreamState {
             requests: requests.clone(),
             reply: reply.clone(),
+            delay: delay.clone(),
         };
         let app = Router::new().fallback(record).with_state(state);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -326,6 +357,7 @@ impl Upstream {
             url,
             requests,
             reply,
+            delay,
         }
     }
 
@@ -337,6 +369,12 @@ impl Upstream {
     /// Changes the reply.
     pub fn set_reply(&self, reply: Reply) {
         *self.reply.lock().unwrap() = reply;
+    }
+
+    /// Makes every later request wait `delay` (after being recorded)
+    /// before it is answered: a slow provider.
+    pub fn set_delay(&self, delay: Duration) {
+        *self.delay.lock().unwrap() = delay;
     }
 }
 
@@ -357,6 +395,8 @@ async fn record(
         body,
     });
     let reply = state.reply.lock().unwrap().clone();
+    let delay = *state.delay.lock().unwrap();
+    tokio::time::sleep(delay).await;
     let mut response = (
         StatusCode::from_u16(reply.status).unwrap(),
         axum::Json(reply.body),

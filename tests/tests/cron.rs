@@ -318,3 +318,135 @@ async fn the_pr_digest_example_files_a_digest_of_open_pull_requests() {
     let logs = cli(&rt, &["logs", "pr-digest"]).await;
     assert!(logs.contains("filed digest of 2 pull requests"), "{logs}");
 }
+
+/// A server with the github toolkit on `upstream`, a cron function
+/// `digest` whose run calls it, and an HTTP function `api` that does too.
+async fn slow_provider_world(upstream: &Upstream, dir: &std::path::Path, grace: &str) -> Runtime {
+    let mut options = Options::default();
+    options
+        .args
+        .extend(["--shutdown-grace-secs".to_string(), grace.to_string()]);
+    let rt = Runtime::start(dir, options).await;
+    let (s, b) = rt
+        .admin(
+            Method::POST,
+            &format!("/v1/{APP}/integrations/configure"),
+            Some(json!({"toolkit": "github", "apiKey": "ghp_stop_test_token_0123", "apiBaseUrl": upstream.url})),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let digest = json!({
+        "http": {"enabled": false},
+        "grants": {"tools": ["GITHUB_GET_AUTHENTICATED_USER"]},
+        "cron": [{"schedule": "0 17 * * 1-5", "path": "/call",
+                  "payload": {"tool": "GITHUB_GET_AUTHENTICATED_USER", "params": {}}}]
+    });
+    rt.deploy_ok("digest", guest("probe"), &digest.to_string())
+        .await;
+    let api = json!({"grants": {"tools": ["GITHUB_GET_AUTHENTICATED_USER"]}});
+    rt.deploy_ok("api", guest("probe"), &api.to_string()).await;
+    rt
+}
+
+async fn run_now(rt: &Runtime, name: &str) -> String {
+    let (s, b) = rt
+        .admin(
+            Method::POST,
+            &format!("/v1/{APP}/functions/{name}/run"),
+            None,
+        )
+        .await;
+    assert_eq!(s, 202, "{b}");
+    b["runId"].as_str().unwrap().to_string()
+}
+
+/// Waits until the upstream has seen `n` requests (at most 10 s).
+async fn wait_for_requests(upstream: &Upstream, n: usize) {
+    for _ in 0..100 {
+        if upstream.requests().len() >= n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the upstream saw {:?}", upstream.requests());
+}
+
+#[tokio::test]
+async fn sigterm_lets_runs_and_requests_in_progress_finish_and_records_them() {
+    let upstream = Upstream::start(Reply {
+        status: 200,
+        headers: vec![],
+        body: json!({"login": "octo"}),
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let rt = slow_provider_world(&upstream, dir.path(), "30").await;
+    upstream.set_delay(Duration::from_secs(3));
+
+    // A cron run and an HTTP request, both waiting on the slow provider.
+    let run_id = run_now(&rt, "digest").await;
+    let request = {
+        let http = rt.http.clone();
+        let url = format!("{}/fn/{APP}/api/call", rt.url);
+        tokio::spawn(async move {
+            let r = http
+                .post(url)
+                .json(&json!({"tool": "GITHUB_GET_AUTHENTICATED_USER", "params": {}}))
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        })
+    };
+    wait_for_requests(&upstream, 2).await;
+
+    let (exited_ok, output) = rt.terminate(Duration::from_secs(25)).await;
+    assert!(exited_ok, "{output}");
+    let (status, body) = request.await.unwrap();
+    assert_eq!(status, 200, "the request in progress finished: {body}");
+    assert!(body.contains("octo"), "{body}");
+
+    // Everything is in the history after a restart.
+    upstream.set_delay(Duration::ZERO);
+    let rt = Runtime::start(dir.path(), Options::default()).await;
+    let list = runs(&rt, "digest").await;
+    assert_eq!(list.len(), 1, "{list:?}");
+    assert_eq!(list[0]["runId"], run_id.as_str());
+    assert_eq!(list[0]["outcome"], "ok", "{list:?}");
+    let (s, b) = rt
+        .admin(Method::GET, &format!("/v1/{APP}/functions/api/logs"), None)
+        .await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["invocations"][0]["status"], 200, "{b}");
+    assert_eq!(b["invocations"][0]["path"], "/call", "{b}");
+}
+
+#[tokio::test]
+async fn a_run_outlasting_the_shutdown_grace_is_recorded_as_interrupted() {
+    let upstream = Upstream::start(Reply {
+        status: 200,
+        headers: vec![],
+        body: json!({"login": "octo"}),
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let rt = slow_provider_world(&upstream, dir.path(), "1").await;
+    upstream.set_delay(Duration::from_secs(20));
+    let run_id = run_now(&rt, "digest").await;
+    wait_for_requests(&upstream, 1).await;
+
+    let (exited_ok, output) = rt.terminate(Duration::from_secs(15)).await;
+    assert!(exited_ok, "{output}");
+    assert!(output.contains("interrupted"), "{output}");
+
+    upstream.set_delay(Duration::ZERO);
+    let rt = Runtime::start(dir.path(), Options::default()).await;
+    let list = runs(&rt, "digest").await;
+    assert_eq!(list.len(), 1, "recorded once: {list:?}");
+    assert_eq!(list[0]["runId"], run_id.as_str());
+    assert_eq!(list[0]["outcome"], "interrupted", "{list:?}");
+    assert!(
+        list[0]["error"].as_str().unwrap().contains("grace period"),
+        "{list:?}"
+    );
+}

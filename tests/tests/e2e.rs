@@ -327,7 +327,9 @@ async fn tool_errors_reach_the_guest_as_typed_wit_errors() {
             None,
         )
         .await;
-    assert_eq!(logs["logs"][0]["identity"], "user:u1", "{logs}");
+    // The verified caller, and the user it acted for.
+    assert_eq!(logs["logs"][0]["identity"], "admin", "{logs}");
+    assert_eq!(logs["logs"][0]["asUser"], "u1", "{logs}");
     // The admin key used to authenticate never reached the provider.
     assert!(
         upstream
@@ -663,4 +665,66 @@ async fn the_cli_deploys_lists_and_removes() {
         assert!(help.contains(verb), "--help lacks {verb}:\n{help}");
     }
     rt.stop().await;
+}
+
+#[tokio::test]
+async fn proxy_variables_of_the_environment_cannot_carry_credentials_past_the_address_guard() {
+    // A "proxy" that counts who connects to it.
+    let proxy = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let proxy_url = format!("http://{}", proxy.local_addr().unwrap());
+    let connections = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    {
+        let connections = connections.clone();
+        tokio::spawn(async move {
+            while let Ok((socket, _)) = proxy.accept().await {
+                connections.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                drop(socket);
+            }
+        });
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = Options {
+        // Production settings: private addresses are refused.
+        args: vec!["--app".into(), APP.into()],
+        ..Options::default()
+    };
+    for name in [
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "ALL_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "all_proxy",
+    ] {
+        options.env.push((name.into(), proxy_url.clone()));
+    }
+    let rt = Runtime::start(dir.path(), options).await;
+    // A name that resolves to loopback: through a proxy, the guard after
+    // DNS never ran and the proxy reached it.
+    let (status, body) = rt
+        .admin(
+            Method::POST,
+            &format!("/v1/{APP}/integrations/configure"),
+            Some(json!({"toolkit": "github", "apiKey": CANARY, "apiBaseUrl": "https://localhost:9/api"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = rt
+        .admin(
+            Method::POST,
+            &format!("/v1/{APP}/integrations/execute"),
+            Some(json!({"toolName": "GITHUB_GET_AUTHENTICATED_USER", "params": {}})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["successful"], false, "{body}");
+    assert_eq!(body["error"]["kind"], "denied", "{body}");
+    assert!(body.to_string().contains("127.0.0.1"), "{body}");
+    assert!(!body.to_string().contains(CANARY), "{body}");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        connections.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "the environment's proxy was used"
+    );
 }

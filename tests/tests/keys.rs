@@ -306,3 +306,69 @@ async fn rotating_the_master_key_reencrypts_while_serving() {
         assert!(leaks.is_empty(), "{secret} in plain text in {leaks:?}");
     }
 }
+
+/// The admin key the server printed for `app` at start.
+fn printed_key(output: &str, app: &str) -> String {
+    let prefix = format!("admin key for app `{app}`");
+    let line = output
+        .lines()
+        .find(|l| l.starts_with(&prefix))
+        .unwrap_or_else(|| panic!("no key printed for {app}:\n{output}"));
+    line.rsplit(": ").next().unwrap().trim().to_string()
+}
+
+#[tokio::test]
+async fn several_apps_get_one_admin_key_each_and_the_operator_key_opens_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = Options {
+        args: vec![
+            "--allow-insecure-upstreams".into(),
+            "--app".into(),
+            "billing".into(),
+            "--app".into(),
+            "support".into(),
+        ],
+        ..Options::default()
+    };
+    let rt = Runtime::start(dir.path(), options.clone()).await;
+    let output = rt.output();
+    let billing = printed_key(&output, "billing");
+    let support = printed_key(&output, "support");
+    assert_ne!(billing, support);
+    assert_ne!(billing, ADMIN_KEY);
+    let status = |key: &str, app: &str| {
+        let (rt, key, app) = (&rt, key.to_string(), app.to_string());
+        async move {
+            rt.api(&key, Method::GET, &format!("/v1/{app}/functions"), None)
+                .await
+                .0
+        }
+    };
+    assert_eq!(status(&billing, "billing").await, 200);
+    assert_eq!(status(&support, "support").await, 200);
+    // A key of one app never opens the other, and the seed opens neither.
+    assert_eq!(status(&billing, "support").await, 401);
+    assert_eq!(status(&support, "billing").await, 401);
+    assert_eq!(status(ADMIN_KEY, "billing").await, 401);
+    assert_eq!(status(ADMIN_KEY, "support").await, 401);
+
+    // The CLI recomputes a key from the seed; a restart keeps them.
+    let again = std::process::Command::new(runtime_bin())
+        .args(["keys", "admin-key", "--app", "billing"])
+        .env("RUNTIME_ADMIN_KEY", ADMIN_KEY)
+        .output()
+        .unwrap();
+    assert!(again.status.success(), "{again:?}");
+    assert!(
+        String::from_utf8_lossy(&again.stdout).contains(&billing),
+        "{again:?}"
+    );
+    drop(rt.stop().await);
+    let rt = Runtime::start(dir.path(), options).await;
+    assert_eq!(
+        rt.api(&billing, Method::GET, "/v1/billing/functions", None)
+            .await
+            .0,
+        200
+    );
+}
