@@ -246,11 +246,16 @@ fn safe_reason(text: &str) -> String {
 
 /// Whose connection a flow makes, and how.
 #[derive(Debug)]
+/// What a new connect flow is for.
 struct FlowTarget {
     user_id: Option<String>,
     connection_id: String,
     reconnect: bool,
     switch_account: bool,
+    /// Where the browser goes after the callback.
+    redirect_url: Option<String>,
+    /// The scopes asked.
+    scopes: Vec<String>,
 }
 
 fn union(mut a: Vec<String>, b: &[String]) -> Vec<String> {
@@ -471,9 +476,9 @@ impl Broker {
                 connection_id,
                 reconnect,
                 switch_account: req.switch_account,
+                redirect_url,
+                scopes,
             },
-            redirect_url,
-            scopes,
         )
         .await
     }
@@ -486,14 +491,14 @@ impl Broker {
         spec: &crate::catalog::OAuthSpec,
         client: &OAuthClient,
         target: FlowTarget,
-        redirect_url: Option<String>,
-        scopes: Vec<String>,
     ) -> Result<ConnectStart, AdminError> {
         let FlowTarget {
             user_id,
             connection_id,
             reconnect,
             switch_account,
+            redirect_url,
+            scopes,
         } = target;
         let now = now_ms();
         let count = |flows: &[FlowRecord]| {
@@ -592,9 +597,9 @@ impl Broker {
                     connection_id: connection.id.clone(),
                     reconnect: true,
                     switch_account: false,
+                    redirect_url: settings.redirect_urls.first().cloned(),
+                    scopes,
                 },
-                settings.redirect_urls.first().cloned(),
-                scopes,
             )
             .await
             .ok()?;

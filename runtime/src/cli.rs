@@ -56,7 +56,7 @@ pub struct ClientArgs {
 pub enum Command {
     /// Run the server.
     #[command(after_help = "Example:\n  runtime serve --dev --listen 127.0.0.1:8080")]
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Deploy a component (.wasm) as a function (a new version if it exists).
     #[command(
         after_help = "Example:\n  runtime deploy target/wasm32-wasip2/release/bug_report.wasm --name bug-report --manifest functions/bug-report/manifest.json"
@@ -322,7 +322,7 @@ impl Cli {
     /// Runs the chosen verb.
     pub async fn run(self) -> anyhow::Result<()> {
         match self.command {
-            Command::Serve(args) => serve(args).await,
+            Command::Serve(args) => serve(*args).await,
             Command::Deploy {
                 file,
                 name,
