@@ -728,3 +728,44 @@ async fn proxy_variables_of_the_environment_cannot_carry_credentials_past_the_ad
         "the environment's proxy was used"
     );
 }
+
+#[tokio::test]
+async fn pages_collected_by_the_host_stop_at_the_per_call_cap() {
+    // Every page is 6 MiB and says there is another.
+    let upstream = Upstream::start(Reply {
+        status: 200,
+        headers: vec![],
+        body: json!([{"title": "x".repeat(6 * 1024 * 1024)}]),
+    })
+    .await;
+    upstream.set_reply(Reply {
+        status: 200,
+        headers: vec![(
+            "link".into(),
+            format!(
+                "<{}/repos/acme/widgets/issues?page=2>; rel=\"next\"",
+                upstream.url
+            ),
+        )],
+        body: json!([{"title": "x".repeat(6 * 1024 * 1024)}]),
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let rt = Runtime::start(dir.path(), Options::default()).await;
+    configure_github(&rt, &upstream).await;
+    let (status, body) = rt
+        .admin(
+            Method::POST,
+            &format!("/v1/{APP}/integrations/execute"),
+            Some(json!({"toolName": "GITHUB_LIST_ISSUES",
+                        "params": {"owner": "acme", "repo": "widgets", "maxPages": 20}})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(body["successful"], false);
+    assert_eq!(body["error"]["kind"], "unavailable", "{}", &body["error"]);
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("32 MiB"), "{message}");
+    assert!(message.contains("maxPages"), "{message}");
+    // It stopped at the page that crossed the cap, not at 20.
+    assert_eq!(upstream.requests().len(), 6);
+}
