@@ -18,8 +18,7 @@ use serde_json::Value;
 use tracing::instrument;
 
 use crate::catalog::{Catalog, CatalogError, Connector, ConnectorSpec, Tool};
-use crate::connections::client_secret_aad;
-use crate::crypto::{Keyring, aad};
+use crate::crypto::Keyring;
 use crate::egress::EgressPolicy;
 use crate::error::ToolError;
 use crate::manifest::Grants;
@@ -335,10 +334,6 @@ fn new_log_id() -> String {
     let mut bytes = [0u8; 12];
     rand::rng().fill_bytes(&mut bytes);
     format!("log_{}", hex::encode(bytes))
-}
-
-pub(crate) fn credential_aad(app: &str, toolkit: &str) -> Vec<u8> {
-    aad(&["toolkit-credential", app, toolkit])
 }
 
 /// Depth of a JSON value, iteratively (no recursion on hostile input).
@@ -786,7 +781,7 @@ impl Broker {
         // An API key configured by the admin serves every identity.
         if let Some(sealed) = record.sealed_credential.as_deref() {
             let credential = self
-                .open_hex(sealed, &credential_aad(&inv.app, slug))
+                .open_hex(sealed, &crate::crypto::aad::credential(&inv.app, slug))
                 .map_err(|e| {
                     tracing::error!(toolkit = slug, error = %e, "cannot unseal credential");
                     ToolError::Unavailable(format!(
@@ -1323,11 +1318,13 @@ impl Broker {
             record.enabled = true;
             if let Some(key) = &req.api_key {
                 record.sealed_credential =
-                    Some(self.seal_hex(key, &credential_aad(app, &req.toolkit))?);
+                    Some(self.seal_hex(key, &crate::crypto::aad::credential(app, &req.toolkit))?);
             }
             if let Some(secret) = &req.client_secret {
-                record.sealed_client_secret =
-                    Some(self.seal_hex(secret, &client_secret_aad(app, &req.toolkit))?);
+                record.sealed_client_secret = Some(self.seal_hex(
+                    secret,
+                    &crate::crypto::aad::client_secret(app, &req.toolkit),
+                )?);
             }
             if req.client_id.is_some() {
                 record.client_id = req.client_id.clone();

@@ -18,7 +18,6 @@ use tracing::instrument;
 
 use crate::broker::{AdminError, Broker, MAX_NAME_LEN, Principal, now_ms};
 use crate::catalog::Connector;
-use crate::crypto::aad;
 use crate::error::ToolError;
 use crate::oauth::{MAX_CALLBACK_PARAM, OAuthClient, Tokens};
 use crate::redirect;
@@ -206,28 +205,10 @@ fn state_hash(state: &str) -> String {
     hex::encode(Sha256::digest(state.as_bytes()))
 }
 
-/// Associated data of a sealed connection field.
-pub(crate) fn connection_aad(app: &str, connection: &str, field: &str) -> Vec<u8> {
-    aad(&["connection", app, connection, field])
-}
-
-fn flow_aad(app: &str, request_id: &str) -> Vec<u8> {
-    aad(&["flow", app, request_id, "pkce_verifier"])
-}
-
-fn provider_url_aad(app: &str, request_id: &str) -> Vec<u8> {
-    aad(&["flow", app, request_id, "provider_url"])
-}
-
 /// Constant-time comparison of two hex digests.
 fn same_digest(a: &str, b: &str) -> bool {
     use subtle::ConstantTimeEq;
     a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
-}
-
-/// Associated data of a toolkit's sealed client secret.
-pub(crate) fn client_secret_aad(app: &str, toolkit: &str) -> Vec<u8> {
-    aad(&["toolkit", app, toolkit, "client_secret"])
 }
 
 /// Keeps an error code from a provider to a short token of safe characters.
@@ -306,7 +287,7 @@ impl Broker {
             ));
         }
         let client_secret = self
-            .open_hex(sealed, &client_secret_aad(app, slug))
+            .open_hex(sealed, &crate::crypto::aad::client_secret(app, slug))
             .map_err(|_| format!("the stored client secret of `{slug}` cannot be unsealed"))?;
         let pick = |over: &Option<String>, default: &url::Url| -> Result<url::Url, String> {
             match over {
@@ -528,14 +509,16 @@ impl Broker {
         let start = client.authorize(spec, &redirect_uri, &scopes);
         let request_id = random_id("cr_");
         let sealed_pkce_verifier = match &start.pkce_verifier {
-            Some(v) => Some(self.seal_hex(v, &flow_aad(app, &request_id))?),
+            Some(v) => {
+                Some(self.seal_hex(v, &crate::crypto::aad::flow_pkce_verifier(app, &request_id))?)
+            }
             None => None,
         };
         // The provider's URL carries the state: sealed, so that the store
         // alone does not hand it out; the connect page opens it.
         let sealed_provider_url = self.seal_hex(
             &Secret::new(start.url.to_string()),
-            &provider_url_aad(app, &request_id),
+            &crate::crypto::aad::flow_provider_url(app, &request_id),
         )?;
         let expires_at_ms = now + u64::try_from(FLOW_TTL.as_millis()).unwrap_or(u64::MAX);
         let flow = FlowRecord {
@@ -704,8 +687,11 @@ impl Broker {
             .sealed_provider_url
             .as_deref()
             .and_then(|sealed| {
-                self.open_hex(sealed, &provider_url_aad(&flow.app, &flow.request_id))
-                    .ok()
+                self.open_hex(
+                    sealed,
+                    &crate::crypto::aad::flow_provider_url(&flow.app, &flow.request_id),
+                )
+                .ok()
             })
             .ok_or_else(|| {
                 "This connect link cannot be used any more. Start connecting again from the app."
@@ -876,8 +862,11 @@ impl Broker {
             url::Url::parse(&flow.redirect_uri).map_err(|_| "toolkit_misconfigured")?;
         let verifier = match &flow.sealed_pkce_verifier {
             Some(sealed) => Some(
-                self.open_hex(sealed, &flow_aad(app, &flow.request_id))
-                    .map_err(|_| "internal_error")?,
+                self.open_hex(
+                    sealed,
+                    &crate::crypto::aad::flow_pkce_verifier(app, &flow.request_id),
+                )
+                .map_err(|_| "internal_error")?,
             ),
             None => None,
         };
@@ -1054,8 +1043,8 @@ impl Broker {
                 .iter()
                 .any(|c| c.is_default && c.id != id),
         };
-        let aad_access = connection_aad(app, &id, "access_token");
-        let aad_refresh = connection_aad(app, &id, "refresh_token");
+        let aad_access = crate::crypto::aad::connection(app, &id, "access_token");
+        let aad_refresh = crate::crypto::aad::connection(app, &id, "refresh_token");
         let sealed_refresh = match &tokens.refresh_token {
             Some(t) => Some(self.seal_hex(t, &aad_refresh)?),
             // A reconnect without a new refresh token keeps the old one.
@@ -1245,7 +1234,8 @@ impl Broker {
                 (None, a) => (a.as_ref(), "access_token", "access_token"),
             };
             if let Some(sealed) = sealed
-                && let Ok(token) = self.open_hex(sealed, &connection_aad(app, id, field))
+                && let Ok(token) =
+                    self.open_hex(sealed, &crate::crypto::aad::connection(app, id, field))
             {
                 match client.revoke(&self.token_http, &token, hint).await {
                     Ok(()) => revoked = true,

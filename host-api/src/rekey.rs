@@ -16,10 +16,8 @@
 //! record; a start or a key file reload with a set lacking a key it names
 //! is refused.
 
-use crate::broker::{AdminError, Broker, credential_aad};
-use crate::connections::{client_secret_aad, connection_aad};
+use crate::broker::{AdminError, Broker};
 use crate::crypto::{CryptoError, KeySet};
-use crate::settings::jwt_secret_aad;
 use crate::store::{AppRecord, ConnectionRecord, MAX_CAS_ATTEMPTS, ToolkitRecord};
 
 /// Meta key of the stored key check (see [`KeySet::key_check_all_keys`]).
@@ -144,7 +142,7 @@ impl Broker {
                 Some(jwt) => Self::rewrap_hex(
                     keys,
                     &mut jwt.sealed_hs256_secret,
-                    &jwt_secret_aad(&app.id),
+                    &crate::crypto::aad::jwt_secret(&app.id),
                     &mut local,
                     "app jwt secret",
                 ),
@@ -184,14 +182,14 @@ impl Broker {
             let a = Self::rewrap_hex(
                 keys,
                 &mut t.sealed_credential,
-                &credential_aad(&t.app, &t.toolkit),
+                &crate::crypto::aad::credential(&t.app, &t.toolkit),
                 &mut local,
                 "toolkit api key",
             );
             let b = Self::rewrap_hex(
                 keys,
                 &mut t.sealed_client_secret,
-                &client_secret_aad(&t.app, &t.toolkit),
+                &crate::crypto::aad::client_secret(&t.app, &t.toolkit),
                 &mut local,
                 "toolkit client secret",
             );
@@ -231,14 +229,14 @@ impl Broker {
             let a = Self::rewrap_hex(
                 keys,
                 &mut next.sealed_access_token,
-                &connection_aad(app, &c.id, "access_token"),
+                &crate::crypto::aad::connection(app, &c.id, "access_token"),
                 &mut local,
                 "access token",
             );
             let b = Self::rewrap_hex(
                 keys,
                 &mut next.sealed_refresh_token,
-                &connection_aad(app, &c.id, "refresh_token"),
+                &crate::crypto::aad::connection(app, &c.id, "refresh_token"),
                 &mut local,
                 "refresh token",
             );
@@ -480,7 +478,9 @@ mod tests {
         let mut other = t.clone();
         other.toolkit = "notion".into();
         other.sealed_credential = Some(hex::encode(
-            key(9).seal(b"x", &credential_aad("a", "notion")).unwrap(),
+            key(9)
+                .seal(b"x", &crate::crypto::aad::credential("a", "notion"))
+                .unwrap(),
         ));
         store.put_toolkit(&other).await.unwrap();
         ring.replace(KeySet::new(key(2), [key(1)]));

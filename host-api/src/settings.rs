@@ -7,7 +7,6 @@
 use serde::{Deserialize, Serialize};
 
 use crate::broker::{AdminError, Broker};
-use crate::crypto::aad;
 use crate::jwt::{JwtError, JwtKeys, JwtRules};
 use crate::redirect;
 use crate::secret::Secret;
@@ -92,10 +91,6 @@ mod double_option {
     }
 }
 
-pub(crate) fn jwt_secret_aad(app: &str) -> Vec<u8> {
-    aad(&["app", app, "jwt_hs256_secret"])
-}
-
 impl Broker {
     /// Applies a settings patch and returns the result.
     pub async fn update_settings(
@@ -173,7 +168,7 @@ impl Broker {
                         "jwt.hs256Secret must be {MIN_HS256_SECRET} to {MAX_HS256_SECRET} bytes (at least 256 bits)"
                     )));
                 }
-                Some(self.seal_hex(s, &jwt_secret_aad(app))?)
+                Some(self.seal_hex(s, &crate::crypto::aad::jwt_secret(app))?)
             }
             (None, Some(_)) => None,
         };
@@ -239,18 +234,20 @@ impl Broker {
         let Some(j) = settings.jwt else {
             return Ok(None);
         };
-        let keys =
-            match (&j.sealed_hs256_secret, &j.jwks_url) {
-                (Some(sealed), _) => {
-                    JwtKeys::Hs256(self.open_hex(sealed, &jwt_secret_aad(app)).map_err(|_| {
+        let keys = match (&j.sealed_hs256_secret, &j.jwks_url) {
+            (Some(sealed), _) => JwtKeys::Hs256(
+                self.open_hex(sealed, &crate::crypto::aad::jwt_secret(app))
+                    .map_err(|_| {
                         JwtError::JwksUnavailable("the app's JWT secret cannot be unsealed".into())
-                    })?)
-                }
-                (None, Some(u)) => JwtKeys::Jwks(url::Url::parse(u).map_err(|_| {
+                    })?,
+            ),
+            (None, Some(u)) => {
+                JwtKeys::Jwks(url::Url::parse(u).map_err(|_| {
                     JwtError::JwksUnavailable("the app's jwksUrl is invalid".into())
-                })?),
-                (None, None) => return Ok(None),
-            };
+                })?)
+            }
+            (None, None) => return Ok(None),
+        };
         let rules = JwtRules {
             keys,
             issuer: j.issuer,

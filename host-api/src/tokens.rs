@@ -26,7 +26,6 @@ use std::time::{Duration, Instant};
 use tracing::instrument;
 
 use crate::broker::{Broker, now_ms};
-use crate::connections::connection_aad;
 use crate::error::ToolError;
 use crate::oauth::TokenError;
 use crate::secret::Secret;
@@ -144,14 +143,17 @@ impl Broker {
         let sealed = c.sealed_access_token.as_deref().ok_or_else(|| {
             ToolError::NeedsReconnect(format!("connection `{}` holds no access token", c.id))
         })?;
-        self.open_hex(sealed, &connection_aad(&c.app, &c.id, "access_token"))
-            .map_err(|_| {
-                tracing::error!(connection = %c.id, "cannot unseal access token");
-                ToolError::Unavailable(format!(
-                    "the stored token of connection `{}` cannot be unsealed",
-                    c.id
-                ))
-            })
+        self.open_hex(
+            sealed,
+            &crate::crypto::aad::connection(&c.app, &c.id, "access_token"),
+        )
+        .map_err(|_| {
+            tracing::error!(connection = %c.id, "cannot unseal access token");
+            ToolError::Unavailable(format!(
+                "the stored token of connection `{}` cannot be unsealed",
+                c.id
+            ))
+        })
     }
 
     /// A usable access token for `c`, refreshing first if it is about to
@@ -372,7 +374,10 @@ impl Broker {
             .oauth_client(app, &connector, &record)
             .map_err(unavailable)?;
         let refresh_token = self
-            .open_hex(sealed_refresh, &connection_aad(app, id, "refresh_token"))
+            .open_hex(
+                sealed_refresh,
+                &crate::crypto::aad::connection(app, id, "refresh_token"),
+            )
             .map_err(|_| {
                 unavailable(format!(
                     "the stored refresh token of `{id}` cannot be unsealed"
@@ -389,15 +394,18 @@ impl Broker {
                 next.sealed_access_token = Some(
                     self.seal_hex(
                         &tokens.access_token,
-                        &connection_aad(app, id, "access_token"),
+                        &crate::crypto::aad::connection(app, id, "access_token"),
                     )
                     .map_err(|e| unavailable(e.to_string()))?,
                 );
                 // No refresh token in the answer: the old one stays valid.
                 if let Some(rt) = &tokens.refresh_token {
                     next.sealed_refresh_token = Some(
-                        self.seal_hex(rt, &connection_aad(app, id, "refresh_token"))
-                            .map_err(|e| unavailable(e.to_string()))?,
+                        self.seal_hex(
+                            rt,
+                            &crate::crypto::aad::connection(app, id, "refresh_token"),
+                        )
+                        .map_err(|e| unavailable(e.to_string()))?,
                     );
                 }
                 next.expires_at_ms = tokens

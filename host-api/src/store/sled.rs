@@ -1,571 +1,42 @@
-//! Durable state: apps (with their settings), deployed functions, toolkit
-//! configurations, OAuth connections and pending connect flows (tokens and
-//! client secrets sealed), custom connectors, refresh leases and the audit
-//! trail.
-//!
-//! [`Store`] is the seam for backends; [`SledStore`] is the embedded default.
-//! Secrets reach a store only sealed (see [`crate::crypto`]); writes that
-//! matter are flushed before the call returns.
+//! The embedded backend: one sled database in the data directory, a tree
+//! per record kind; read-modify-writes are compare-and-swaps of the stored
+//! bytes.
 
 use std::path::Path;
 
 use async_trait::async_trait;
-use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use crate::catalog::ConnectorSpec;
-use crate::manifest::Manifest;
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
-/// A store failure. Messages never include stored values.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum StoreError {
-    /// The backend failed (I/O, corruption, disk full).
-    #[error("store backend: {0}")]
-    Backend(String),
-    /// A stored record could not be decoded.
-    #[error("stored {what} is corrupt: {detail}")]
-    Corrupt {
-        /// Which kind of record.
-        what: &'static str,
-        /// Decoder message.
-        detail: String,
-    },
-}
+use super::*;
 
-impl From<sled::Error> for StoreError {
-    fn from(e: sled::Error) -> Self {
+impl From<::sled::Error> for StoreError {
+    fn from(e: ::sled::Error) -> Self {
         StoreError::Backend(e.to_string())
     }
-}
-
-/// An app: the unit of isolation for functions, connections and keys.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct AppRecord {
-    /// App id, as in `/v1/{appId}/...`.
-    pub id: String,
-    /// SHA-256 (hex) of each admin API key; keys themselves are never stored.
-    pub admin_key_hashes: Vec<String>,
-    /// Unix seconds.
-    pub created_at: u64,
-    /// End-user authentication and connect-flow settings.
-    #[serde(default)]
-    pub settings: AppSettings,
-    /// Increases with every write (assigned by the store; records written
-    /// before versions existed read as 0): read-modify-write callers use
-    /// [`Store::put_app_if_version`] so concurrent changes are not lost.
-    #[serde(default)]
-    pub version: u64,
-}
-
-/// An app's settings, changed with `PATCH /v1/{appId}/settings`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct AppSettings {
-    /// How end-user JWTs are verified; without it, only admin keys are
-    /// accepted.
-    #[serde(default)]
-    pub jwt: Option<JwtSettings>,
-    /// Where the connect flow may send the user's browser afterwards.
-    #[serde(default)]
-    pub redirect_urls: Vec<String>,
-}
-
-/// How an app's end-user JWTs are verified (`sub` is the user id).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct JwtSettings {
-    /// The HS256 secret, sealed (hex).
-    #[serde(default)]
-    pub sealed_hs256_secret: Option<String>,
-    /// A JWKS URL for asymmetric keys.
-    #[serde(default)]
-    pub jwks_url: Option<String>,
-    /// Required `iss`, if set.
-    #[serde(default)]
-    pub issuer: Option<String>,
-    /// Required `aud`, if set.
-    #[serde(default)]
-    pub audience: Option<String>,
-}
-
-/// Versions kept per function (the current one included). Enough to roll
-/// back through a day of busy redeploys; older ones are pruned so a function
-/// redeployed on every save (`--watch`) does not fill the disk with
-/// artifacts.
-pub const MAX_VERSIONS: usize = 20;
-
-/// A deployed function version.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct FunctionRecord {
-    /// Owning app.
-    pub app: String,
-    /// Function name, as in `/fn/{appId}/{name}`.
-    pub name: String,
-    /// Increases with every deploy of the same name.
-    pub version: u64,
-    /// The deployed manifest (defaults filled in).
-    pub manifest: Manifest,
-    /// SHA-256 (hex) of the component, which names its files on disk.
-    pub component_sha256: String,
-    /// Size of the component in bytes.
-    pub component_size: u64,
-    /// Unix seconds.
-    pub deployed_at: u64,
-}
-
-/// An app's configuration of one toolkit.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ToolkitRecord {
-    /// Owning app.
-    pub app: String,
-    /// Connector slug.
-    pub toolkit: String,
-    /// Disabled toolkits keep their credential but every call is denied.
-    pub enabled: bool,
-    /// Replaces the connector's API base URL (GitHub Enterprise, regional
-    /// hosts, local test providers).
-    pub api_base_url: Option<String>,
-    /// The shared credential, sealed (hex of the ciphertext).
-    pub sealed_credential: Option<String>,
-    /// Unix seconds.
-    pub updated_at: u64,
-    /// Increases with every write (assigned by the store; 0 for records
-    /// written before versions existed): see
-    /// [`Store::put_toolkit_if_version`].
-    #[serde(default)]
-    pub version: u64,
-    /// Name shown to people, replacing the connector's.
-    #[serde(default)]
-    pub display_name: Option<String>,
-    /// Scopes asked for when connecting; `None` means the union of the
-    /// connector's tools' scopes.
-    #[serde(default)]
-    pub scopes: Option<Vec<String>>,
-    /// The app's own OAuth client id at the provider.
-    #[serde(default)]
-    pub client_id: Option<String>,
-    /// Its client secret, sealed (hex).
-    #[serde(default)]
-    pub sealed_client_secret: Option<String>,
-    /// One connection (the builder's) serves every caller of the app.
-    #[serde(default)]
-    pub shared: bool,
-    /// Replaces the connector's OAuth endpoints (self-hosted providers,
-    /// local test servers).
-    #[serde(default)]
-    pub oauth_overrides: OAuthOverrides,
-    /// Non-secret connector settings (a Snowflake warehouse, a Databricks
-    /// warehouse id, a BigQuery project).
-    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
-    pub settings: serde_json::Map<String, serde_json::Value>,
-    /// Data connectors: read-only, row, byte and time caps.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub data_policy: Option<crate::data::DataPolicy>,
-    /// Tools of a shared or API-key toolkit that end users may call
-    /// directly through the execute API with their own JWT (by default
-    /// none: the app's credential serves end users only through functions
-    /// whose manifest grants the tool).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub user_tools: Vec<String>,
-}
-
-/// Per-app replacements of a connector's OAuth endpoints.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct OAuthOverrides {
-    /// Authorization endpoint.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub authorize_url: Option<String>,
-    /// Token endpoint.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub token_url: Option<String>,
-    /// Revocation endpoint.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub revocation_url: Option<String>,
-}
-
-/// The life of a connection.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum ConnectionState {
-    /// The user has not finished the connect flow (shown for pending flows).
-    Pending,
-    /// Usable.
-    Active,
-    /// The grant was refused (`invalid_grant`, revoked upstream): the user
-    /// must connect again, which keeps the connection id.
-    NeedsReconnect,
-    /// Disconnected.
-    Revoked,
-    /// The toolkit is disabled by the admin; calls are denied until it is
-    /// enabled again.
-    Disabled,
-}
-
-/// The upstream account a connection acts as.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "camelCase")]
-pub struct AccountInfo {
-    /// The provider's id of the account.
-    #[serde(default)]
-    pub id: Option<String>,
-    /// A readable name (login, email).
-    #[serde(default)]
-    pub name: Option<String>,
-}
-
-/// An OAuth connection: one account at one provider, for the app (shared)
-/// or for one end user.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ConnectionRecord {
-    /// `conn_…`, stable across reconnects.
-    pub id: String,
-    /// Owning app.
-    pub app: String,
-    /// Connector slug.
-    pub toolkit: String,
-    /// The end user, or `None` for the app's shared connection.
-    pub user_id: Option<String>,
-    /// State.
-    pub state: ConnectionState,
-    /// Why the state is what it is, for people.
-    #[serde(default)]
-    pub reason: Option<String>,
-    /// The connection calls use when the caller has several for a toolkit.
-    pub is_default: bool,
-    /// The upstream account, where the provider reports it.
-    #[serde(default)]
-    pub account: AccountInfo,
-    /// Scopes the provider granted.
-    pub scopes: Vec<String>,
-    /// Access token, sealed (hex).
-    pub sealed_access_token: Option<String>,
-    /// Refresh token, sealed (hex).
-    pub sealed_refresh_token: Option<String>,
-    /// When the access token expires (Unix ms), if the provider said.
-    pub expires_at_ms: Option<u64>,
-    /// Increases with every write of the tokens: the fencing version that
-    /// a refresh compares before it stores new tokens.
-    pub version: u64,
-    /// Unix ms.
-    pub created_at_ms: u64,
-    /// Unix ms.
-    pub updated_at_ms: u64,
-    /// When the current tokens were issued (connect or refresh; Unix ms).
-    #[serde(default)]
-    pub refreshed_at_ms: Option<u64>,
-    /// The connection's own API host, when the provider named one in its
-    /// token answer (Salesforce `instance_url`): replaces the connector's
-    /// scheme, host and port.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub api_base_url: Option<String>,
-}
-
-/// A connect flow waiting for the provider's callback. Stored under a hash
-/// of its `state`, taken (and so consumed) exactly once.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct FlowRecord {
-    /// `connectionRequestId`, shown to the caller.
-    pub request_id: String,
-    /// Owning app.
-    pub app: String,
-    /// Connector slug.
-    pub toolkit: String,
-    /// The end user, or `None` for the shared connection.
-    pub user_id: Option<String>,
-    /// The connection this flow creates or re-authorizes.
-    pub connection_id: String,
-    /// Whether it re-authorizes an existing connection.
-    pub reconnect: bool,
-    /// Where the browser goes afterwards (checked against the allowlist).
-    pub redirect_url: Option<String>,
-    /// Scopes asked for.
-    pub scopes: Vec<String>,
-    /// PKCE verifier, sealed (hex).
-    pub sealed_pkce_verifier: Option<String>,
-    /// The token endpoint, fixed when the flow started.
-    pub token_url: String,
-    /// The redirect URI sent to the authorization endpoint.
-    pub redirect_uri: String,
-    /// Unix ms.
-    pub created_at_ms: u64,
-    /// Unix ms; the flow is refused after this.
-    pub expires_at_ms: u64,
-    /// Started by an admin to move the connection to another upstream
-    /// account; without it a reconnect must come back with the same one.
-    #[serde(default)]
-    pub switch_account: bool,
-    /// SHA-256 (hex) of the cookie that binds the flow to the browser that
-    /// confirmed it on the connect page; the callback requires it.
-    #[serde(default)]
-    pub browser_binding: Option<String>,
-    /// The provider's authorization URL (it carries the state), sealed
-    /// (hex); the connect page sends the confirming browser there.
-    #[serde(default)]
-    pub sealed_provider_url: Option<String>,
-}
-
-/// A refresh lease: who may refresh a connection's tokens right now.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "camelCase")]
-pub struct Lease {
-    /// The process holding it.
-    pub holder: String,
-    /// Unix ms; an expired lease may be taken over.
-    pub expires_at_ms: u64,
-    /// Increases with every acquisition.
-    pub fence: u64,
-}
-
-/// One brokered tool call, as recorded for the audit trail. Holds no
-/// parameters, results or credentials.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct AuditRecord {
-    /// Returned to callers as `logId`.
-    pub log_id: String,
-    /// App.
-    pub app: String,
-    /// Calling function, if the call came from one.
-    pub function: Option<String>,
-    /// The verified principal the call came from (`admin`, `cron`,
-    /// `anonymous`, `user:<id>`), never a guest-supplied value.
-    pub identity: String,
-    /// The end user a call asked to act as (`as-user` or the API's
-    /// `userId`), recorded apart from the principal whether or not it was
-    /// allowed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub as_user: Option<String>,
-    /// The connection whose credential was used, if one was.
-    #[serde(default)]
-    pub connection: Option<String>,
-    /// Tool name.
-    pub tool: String,
-    /// `ok` or the error kind.
-    pub outcome: String,
-    /// Provider status, where one was received.
-    pub status: Option<u16>,
-    /// Duration in milliseconds.
-    pub duration_ms: u64,
-    /// Unix milliseconds.
-    pub at_ms: u64,
-}
-
-/// Run records kept per scheduled job; older ones are dropped.
-pub const MAX_RUNS_PER_JOB: usize = 1000;
-
-/// Attempts of a read-modify-write (read, change, compare-and-swap) before
-/// a caller gives up: each failed attempt means another writer got in
-/// between, so a handful covers any real contention on one admin record.
-pub const MAX_CAS_ATTEMPTS: usize = 8;
-
-/// Storage backend. Implementations must make a write durable before its
-/// future resolves.
-#[async_trait]
-pub trait Store: Send + Sync + std::fmt::Debug + 'static {
-    /// A process-level value (e.g. the master key check).
-    async fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
-    /// Sets a process-level value.
-    async fn put_meta(&self, key: &str, value: &[u8]) -> Result<(), StoreError>;
-
-    /// An app by id.
-    async fn get_app(&self, id: &str) -> Result<Option<AppRecord>, StoreError>;
-    /// All apps.
-    async fn list_apps(&self) -> Result<Vec<AppRecord>, StoreError>;
-    /// Creates or replaces an app, unconditionally (for creating one; a
-    /// change to an existing app goes through [`Store::put_app_if_version`]).
-    /// The stored version becomes the previous one plus one.
-    async fn put_app(&self, app: &AppRecord) -> Result<(), StoreError>;
-    /// Compare-and-swap: writes `app` only if the stored app has version
-    /// `expected` (`None`: only if there is no such app yet), with the next
-    /// version (`app.version` is ignored). False if another write got in
-    /// between: re-read, re-apply the change and try again.
-    async fn put_app_if_version(
-        &self,
-        app: &AppRecord,
-        expected: Option<u64>,
-    ) -> Result<bool, StoreError>;
-
-    /// The current version of a function.
-    async fn get_function(
-        &self,
-        app: &str,
-        name: &str,
-    ) -> Result<Option<FunctionRecord>, StoreError>;
-    /// Current versions of all functions, optionally of one app.
-    async fn list_functions(&self, app: Option<&str>) -> Result<Vec<FunctionRecord>, StoreError>;
-    /// Makes `record` the current version, and keeps it among the
-    /// function's versions (pruning the oldest beyond [`MAX_VERSIONS`]).
-    async fn put_function(&self, record: &FunctionRecord) -> Result<(), StoreError>;
-    /// Removes a function and all its kept versions; false if it did not
-    /// exist.
-    async fn delete_function(&self, app: &str, name: &str) -> Result<bool, StoreError>;
-    /// The kept versions of a function, newest first.
-    async fn list_function_versions(
-        &self,
-        app: &str,
-        name: &str,
-    ) -> Result<Vec<FunctionRecord>, StoreError>;
-    /// One kept version of a function.
-    async fn get_function_version(
-        &self,
-        app: &str,
-        name: &str,
-        version: u64,
-    ) -> Result<Option<FunctionRecord>, StoreError>;
-
-    /// An app's configuration of a toolkit.
-    async fn get_toolkit(
-        &self,
-        app: &str,
-        toolkit: &str,
-    ) -> Result<Option<ToolkitRecord>, StoreError>;
-    /// All toolkit configurations of an app.
-    async fn list_toolkits(&self, app: &str) -> Result<Vec<ToolkitRecord>, StoreError>;
-    /// Creates or replaces a toolkit configuration, unconditionally; the
-    /// stored version becomes the previous one plus one. Changes made from
-    /// a record read earlier go through [`Store::put_toolkit_if_version`].
-    async fn put_toolkit(&self, record: &ToolkitRecord) -> Result<(), StoreError>;
-    /// Compare-and-swap, as [`Store::put_app_if_version`]: writes `record`
-    /// with the next version only if the stored one has version `expected`
-    /// (`None`: none stored yet); false if it changed meanwhile.
-    async fn put_toolkit_if_version(
-        &self,
-        record: &ToolkitRecord,
-        expected: Option<u64>,
-    ) -> Result<bool, StoreError>;
-
-    /// Custom connectors of an app.
-    async fn list_connectors(&self, app: &str) -> Result<Vec<ConnectorSpec>, StoreError>;
-    /// Creates or replaces a custom connector.
-    async fn put_connector(&self, app: &str, spec: &ConnectorSpec) -> Result<(), StoreError>;
-    /// Removes a custom connector; false if it did not exist.
-    async fn delete_connector(&self, app: &str, slug: &str) -> Result<bool, StoreError>;
-
-    /// A connection by id.
-    async fn get_connection(
-        &self,
-        app: &str,
-        id: &str,
-    ) -> Result<Option<ConnectionRecord>, StoreError>;
-    /// All connections of an app.
-    async fn list_connections(&self, app: &str) -> Result<Vec<ConnectionRecord>, StoreError>;
-    /// Connections of one owner (`user_id` `None`: the app's shared ones)
-    /// for one toolkit.
-    async fn list_connections_for(
-        &self,
-        app: &str,
-        toolkit: &str,
-        user_id: Option<&str>,
-    ) -> Result<Vec<ConnectionRecord>, StoreError>;
-    /// Creates or replaces a connection, durably.
-    async fn put_connection(&self, record: &ConnectionRecord) -> Result<(), StoreError>;
-    /// Replaces a connection only if the stored one still has version
-    /// `expected` (compare-and-swap); false if it changed or vanished.
-    async fn put_connection_if_version(
-        &self,
-        record: &ConnectionRecord,
-        expected: u64,
-    ) -> Result<bool, StoreError>;
-    /// Removes a connection; false if it did not exist.
-    async fn delete_connection(&self, app: &str, id: &str) -> Result<bool, StoreError>;
-
-    /// Stores a pending connect flow under the hash of its state.
-    async fn put_flow(&self, state_hash: &str, flow: &FlowRecord) -> Result<(), StoreError>;
-    /// A pending flow, left in place (the connect page reads it).
-    async fn get_flow(&self, state_hash: &str) -> Result<Option<FlowRecord>, StoreError>;
-    /// Removes and returns a flow: a state can be redeemed once.
-    async fn take_flow(&self, state_hash: &str) -> Result<Option<FlowRecord>, StoreError>;
-    /// Pending flows of an app.
-    async fn list_flows(&self, app: &str) -> Result<Vec<FlowRecord>, StoreError>;
-    /// Drops flows that expired before `now_ms`; returns how many.
-    async fn purge_flows(&self, now_ms: u64) -> Result<usize, StoreError>;
-
-    /// Takes the refresh lease of a connection for `ttl_ms` unless another
-    /// holder has an unexpired one; returns the new lease.
-    async fn acquire_lease(
-        &self,
-        connection: &str,
-        holder: &str,
-        now_ms: u64,
-        ttl_ms: u64,
-    ) -> Result<Option<Lease>, StoreError>;
-    /// Gives a lease back (only if `holder` still holds it).
-    async fn release_lease(&self, connection: &str, holder: &str) -> Result<(), StoreError>;
-
-    /// Appends a scheduled run's record (JSON) to a job's history, keeping
-    /// the newest [`MAX_RUNS_PER_JOB`].
-    async fn append_run(
-        &self,
-        job: &str,
-        at_ms: u64,
-        run_id: &str,
-        record: &serde_json::Value,
-    ) -> Result<(), StoreError>;
-    /// Appends several records (job, Unix ms, id, JSON) with one durable
-    /// write, keeping the newest [`MAX_RUNS_PER_JOB`] of each job.
-    async fn append_records(
-        &self,
-        records: &[(String, u64, String, serde_json::Value)],
-    ) -> Result<(), StoreError>;
-    /// The newest run records of every job whose id starts with `prefix`,
-    /// newest first.
-    async fn list_runs(
-        &self,
-        prefix: &str,
-        limit: usize,
-    ) -> Result<Vec<serde_json::Value>, StoreError>;
-
-    /// Appends to the audit trail.
-    async fn append_audit(&self, record: &AuditRecord) -> Result<(), StoreError>;
-    /// The newest audit records of an app, newest first.
-    async fn list_audit(&self, app: &str, limit: usize) -> Result<Vec<AuditRecord>, StoreError>;
-    /// Retention: removes an app's audit records older than
-    /// `older_than_ms` (Unix ms) and all but its `keep_newest` newest;
-    /// returns how many went. Records are ordered by time, so this removes
-    /// a range rather than testing each record.
-    async fn prune_audit(
-        &self,
-        app: &str,
-        older_than_ms: u64,
-        keep_newest: usize,
-    ) -> Result<usize, StoreError>;
-    /// Retention of run records (as [`Store::prune_audit`]) over every job
-    /// whose id starts with `prefix`: those older than `older_than_ms`, and
-    /// all but the `keep_newest` newest across those jobs, are removed.
-    async fn prune_runs(
-        &self,
-        prefix: &str,
-        older_than_ms: u64,
-        keep_newest: usize,
-    ) -> Result<usize, StoreError>;
 }
 
 /// The embedded store: one sled database in the data directory.
 #[derive(Debug)]
 pub struct SledStore {
-    db: sled::Db,
-    meta: sled::Tree,
-    apps: sled::Tree,
-    functions: sled::Tree,
+    db: ::sled::Db,
+    meta: ::sled::Tree,
+    apps: ::sled::Tree,
+    functions: ::sled::Tree,
     /// Every kept version: (app, name, version big-endian) -> record, so a
     /// prefix scan lists a function's versions in order.
-    function_versions: sled::Tree,
-    toolkits: sled::Tree,
-    connectors: sled::Tree,
-    connections: sled::Tree,
+    function_versions: ::sled::Tree,
+    toolkits: ::sled::Tree,
+    connectors: ::sled::Tree,
+    connections: ::sled::Tree,
     /// Index: (app, toolkit, owner, id) -> (), for picking a caller's
     /// connection without scanning the app's.
-    connection_owners: sled::Tree,
-    flows: sled::Tree,
-    leases: sled::Tree,
-    runs: sled::Tree,
-    audit: sled::Tree,
+    connection_owners: ::sled::Tree,
+    flows: ::sled::Tree,
+    leases: ::sled::Tree,
+    runs: ::sled::Tree,
+    audit: ::sled::Tree,
 }
 
 fn key(app: &str, name: &str) -> Vec<u8> {
@@ -663,7 +134,7 @@ fn run_key_tail(k: &[u8]) -> &[u8] {
 impl SledStore {
     /// Opens (or creates) the store under `dir`.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        let db = sled::Config::new().path(dir.join("store.sled")).open()?;
+        let db = ::sled::Config::new().path(dir.join("store.sled")).open()?;
         let functions = db.open_tree("functions")?;
         let function_versions = db.open_tree("function_versions")?;
         // Stores written before versions were kept: the current version of
@@ -702,7 +173,7 @@ impl SledStore {
     }
 
     fn scan<T: DeserializeOwned>(
-        tree: &sled::Tree,
+        tree: &::sled::Tree,
         what: &'static str,
         p: &[u8],
     ) -> Result<Vec<T>, StoreError> {
@@ -717,7 +188,7 @@ impl SledStore {
     /// write are one compare-and-swap of the stored bytes.
     async fn write_versioned<T: Versioned>(
         &self,
-        tree: &sled::Tree,
+        tree: &::sled::Tree,
         what: &'static str,
         k: &[u8],
         record: &T,
@@ -747,13 +218,13 @@ impl SledStore {
 
     /// Removes the keys of `tree` in `start..end`, in atomic batches.
     async fn remove_range(
-        tree: &sled::Tree,
+        tree: &::sled::Tree,
         start: &[u8],
         end: &[u8],
     ) -> Result<usize, StoreError> {
         let mut removed = 0;
         loop {
-            let mut batch = sled::Batch::default();
+            let mut batch = ::sled::Batch::default();
             let mut n = 0;
             for k in tree.range(start..end).keys().take(PRUNE_BATCH) {
                 batch.remove(k?);
@@ -779,7 +250,7 @@ impl SledStore {
     /// one range starting at `p`; only the kept newest and the removed keys
     /// are read.
     async fn prune_timed(
-        tree: &sled::Tree,
+        tree: &::sled::Tree,
         p: &[u8],
         older_than_ms: u64,
         keep_newest: usize,
@@ -855,7 +326,7 @@ impl Store for SledStore {
             version_key(&record.app, &record.name, record.version),
             bytes.clone(),
         )?;
-        let kept: Vec<sled::IVec> = self
+        let kept: Vec<::sled::IVec> = self
             .function_versions
             .scan_prefix(versions_prefix(&record.app, &record.name))
             .keys()
@@ -877,7 +348,7 @@ impl Store for SledStore {
 
     async fn delete_function(&self, app: &str, name: &str) -> Result<bool, StoreError> {
         let existed = self.functions.remove(key(app, name))?.is_some();
-        let versions: Vec<sled::IVec> = self
+        let versions: Vec<::sled::IVec> = self
             .function_versions
             .scan_prefix(versions_prefix(app, name))
             .keys()
@@ -1183,7 +654,7 @@ impl Store for SledStore {
             let p = prefix(job);
             let count = self.runs.scan_prefix(&p).count();
             if count > MAX_RUNS_PER_JOB {
-                let old: Vec<sled::IVec> = self
+                let old: Vec<::sled::IVec> = self
                     .runs
                     .scan_prefix(&p)
                     .keys()
@@ -1287,7 +758,7 @@ impl Store for SledStore {
         }
         // By count, across the jobs: the oldest beyond `keep_newest` go.
         if left > keep_newest {
-            let mut keys: Vec<sled::IVec> =
+            let mut keys: Vec<::sled::IVec> =
                 self.runs.scan_prefix(p).keys().collect::<Result<_, _>>()?;
             keys.sort_unstable_by(|a, b| run_key_tail(b).cmp(run_key_tail(a)));
             for chunk in keys
@@ -1295,7 +766,7 @@ impl Store for SledStore {
                 .unwrap_or_default()
                 .chunks(PRUNE_BATCH)
             {
-                let mut batch = sled::Batch::default();
+                let mut batch = ::sled::Batch::default();
                 for k in chunk {
                     batch.remove(k.clone());
                 }
@@ -1315,6 +786,7 @@ impl Store for SledStore {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::manifest::Manifest;
 
     #[tokio::test]
     async fn records_survive_reopen_and_apps_are_isolated() {
