@@ -62,12 +62,7 @@ async fn cli(rt: &Runtime, args: &[&str]) -> String {
 
 #[tokio::test]
 async fn cron_functions_run_on_schedule_and_on_demand_and_keep_their_history() {
-    let upstream = Upstream::start(Reply {
-        status: 200,
-        headers: vec![],
-        body: json!({"login": "octo"}),
-    })
-    .await;
+    let upstream = octo_upstream().await;
     let dir = tempfile::tempdir().unwrap();
     let rt = Runtime::start(dir.path(), Options::default()).await;
     let (s, b) = rt
@@ -348,6 +343,16 @@ async fn slow_provider_world(upstream: &Upstream, dir: &std::path::Path, grace: 
     rt
 }
 
+/// A provider answering every call with GitHub's authenticated user.
+async fn octo_upstream() -> Upstream {
+    Upstream::start(Reply {
+        status: 200,
+        headers: vec![],
+        body: json!({"login": "octo"}),
+    })
+    .await
+}
+
 async fn run_now(rt: &Runtime, name: &str) -> String {
     let (s, b) = rt
         .admin(
@@ -373,12 +378,7 @@ async fn wait_for_requests(upstream: &Upstream, n: usize) {
 
 #[tokio::test]
 async fn sigterm_lets_runs_and_requests_in_progress_finish_and_records_them() {
-    let upstream = Upstream::start(Reply {
-        status: 200,
-        headers: vec![],
-        body: json!({"login": "octo"}),
-    })
-    .await;
+    let upstream = octo_upstream().await;
     let dir = tempfile::tempdir().unwrap();
     let rt = slow_provider_world(&upstream, dir.path(), "30").await;
     upstream.set_delay(Duration::from_secs(3));
@@ -423,12 +423,7 @@ async fn sigterm_lets_runs_and_requests_in_progress_finish_and_records_them() {
 
 #[tokio::test]
 async fn a_run_outlasting_the_shutdown_grace_is_recorded_as_interrupted() {
-    let upstream = Upstream::start(Reply {
-        status: 200,
-        headers: vec![],
-        body: json!({"login": "octo"}),
-    })
-    .await;
+    let upstream = octo_upstream().await;
     let dir = tempfile::tempdir().unwrap();
     let rt = slow_provider_world(&upstream, dir.path(), "1").await;
     upstream.set_delay(Duration::from_secs(20));

@@ -731,13 +731,9 @@ async fn proxy_variables_of_the_environment_cannot_carry_credentials_past_the_ad
 
 #[tokio::test]
 async fn pages_collected_by_the_host_stop_at_the_per_call_cap() {
-    // Every page is 6 MiB and says there is another.
-    let upstream = Upstream::start(Reply {
-        status: 200,
-        headers: vec![],
-        body: json!([{"title": "x".repeat(6 * 1024 * 1024)}]),
-    })
-    .await;
+    // Every page is 6 MiB and says there is another (the link needs the
+    // upstream's address, known once it listens).
+    let upstream = Upstream::start(created_issue()).await;
     upstream.set_reply(Reply {
         status: 200,
         headers: vec![(
