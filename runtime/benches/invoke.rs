@@ -148,7 +148,7 @@ fn main() {
         );
         let settings = EngineSettings { artifacts_dir: dir.path().join("artifacts"), max_instances: 64 };
         let engine = Arc::new(Engine::new(&settings).unwrap());
-        let registry = Registry::new(engine.clone(), store.clone());
+        let registry = Registry::new(engine.clone(), store.clone(), broker.clone());
         registry.deploy("bench", "hello", component, Manifest::default()).await.unwrap();
         let f = registry.get("bench", "hello").unwrap();
         let invoker = Invoker::new(engine.clone(), broker.clone(), 64, None);

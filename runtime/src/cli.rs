@@ -71,6 +71,7 @@ pub enum Command {
         /// Manifest (JSON): triggers, grants, limits. Defaults to `{}`.
         #[arg(long)]
         manifest: Option<PathBuf>,
+        /// The server and its admin key.
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -83,6 +84,7 @@ pub enum Command {
         /// How many invocations, newest first.
         #[arg(long, default_value_t = 10)]
         limit: usize,
+        /// The server and its admin key.
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -106,6 +108,7 @@ pub enum FunctionsCommand {
     /// List the app's functions.
     #[command(after_help = "Example:\n  runtime functions list --app dev")]
     List {
+        /// The server and its admin key.
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -114,6 +117,7 @@ pub enum FunctionsCommand {
     Rm {
         /// Function name.
         name: String,
+        /// The server and its admin key.
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -122,6 +126,7 @@ pub enum FunctionsCommand {
     Versions {
         /// Function name.
         name: String,
+        /// The server and its admin key.
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -130,6 +135,7 @@ pub enum FunctionsCommand {
     Run {
         /// Function name.
         name: String,
+        /// The server and its admin key.
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -141,6 +147,7 @@ pub enum FunctionsCommand {
         /// How many runs, newest first.
         #[arg(long, default_value_t = 20)]
         limit: usize,
+        /// The server and its admin key.
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -153,6 +160,7 @@ pub enum FunctionsCommand {
         name: String,
         /// The version to serve; default: the one before the current.
         version: Option<u64>,
+        /// The server and its admin key.
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -871,7 +879,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 /// Writes what is buffered (audit trail, invocation records) to the store.
-async fn flush(state: &crate::server::AppState) {
+async fn flush(state: &crate::state::AppState) {
     state.broker.flush_audit().await;
     state.invocations.flush().await;
 }

@@ -18,7 +18,7 @@ use host_api::{Broker, Secret};
 use crate::engine::{Engine, EngineSettings};
 use crate::invoke::Invoker;
 use crate::registry::Registry;
-use crate::server::AppState;
+use crate::state::AppState;
 
 /// Where the master key sealing secrets at rest comes from.
 #[derive(Debug, Clone)]
@@ -336,7 +336,7 @@ impl ServeConfig {
         };
         let engine = Arc::new(tokio::task::spawn_blocking(move || Engine::new(&settings)).await??);
         tracing::info!(pooling = engine.pooling, "engine ready");
-        let registry = Arc::new(Registry::new(engine.clone(), store.clone()));
+        let registry = Arc::new(Registry::new(engine.clone(), store.clone(), broker.clone()));
         let loaded = registry.load_all().await?;
         tracing::info!(functions = loaded, "functions loaded");
 
@@ -370,7 +370,7 @@ impl ServeConfig {
             self.max_instances,
             Some(invocations.clone()),
         ));
-        let cron = Arc::new(crate::cron::Cron::new(
+        let cron = Arc::new(crate::triggers::cron::Cron::new(
             store.clone(),
             registry.clone(),
             invoker.clone(),

@@ -31,7 +31,7 @@ use host_api::secret::Secret;
 use rand::RngCore;
 use serde::Deserialize;
 
-use crate::server::AppState;
+use crate::state::AppState;
 
 /// Prefix of the confirm form's double-submit cookie (the rest of the
 /// name is the flow's, as for the binding cookie).

@@ -45,7 +45,8 @@ pub enum ExampleError {
     /// Its manifest does not parse, or names another function.
     #[error("{0}")]
     Manifest(String),
-    /// The registry refused it (invalid manifest, bad component, storage).
+    /// The registry refused it (invalid manifest or grants, bad component,
+    /// storage).
     #[error(transparent)]
     Deploy(#[from] RegistryError),
 }
@@ -188,7 +189,7 @@ impl Drop for Watcher {
 /// previous version keeps serving.
 pub fn watch(
     registry: Arc<Registry>,
-    cron: Arc<crate::cron::Cron>,
+    cron: Arc<crate::triggers::cron::Cron>,
     app: String,
     functions_dir: PathBuf,
 ) -> Watcher {
@@ -226,7 +227,7 @@ pub fn watch(
 /// Builds the example in `dir` and redeploys it, logging the outcome.
 async fn rebuild(
     registry: &Registry,
-    cron: &crate::cron::Cron,
+    cron: &crate::triggers::cron::Cron,
     app: &str,
     functions_dir: &Path,
     dir: &Path,

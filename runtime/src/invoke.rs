@@ -6,8 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use chrono::{DateTime, Utc};
 use host_api::broker::{Broker, Invocation, Principal};
 use host_api::integrations::IntegrationsCtx;
+use host_api::manifest::RunAs;
 use host_api::store::FunctionRecord;
 use http_body_util::{BodyExt, Full, Limited};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -19,6 +21,7 @@ use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use crate::engine::{Engine, HostState};
 use crate::invocations::{InvocationLog, InvocationRecord};
 use crate::logs::FunctionOutput;
+use crate::scheduler::RunTrigger;
 
 /// Largest response body a function may return; it is buffered so a trap
 /// mid-body still yields a clean 500.
@@ -63,15 +66,113 @@ impl LoadedFunction {
     }
 }
 
-/// Why an invocation produced no response of the function's own.
+/// What started an invocation: a typed value the triggers build, from
+/// which the invocation's principal, its log record and the guest's
+/// `x-runtime-*` headers (`triggers/headers.rs`) all follow.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Trigger {
+    /// A request to the function's HTTP route, by this caller.
+    Http(Principal),
+    /// One attempt of a cron run; runs as [`Principal::Cron`] with the
+    /// manifest's `runAs` user.
+    Cron(CronRun),
+}
+
+/// The cron run an invocation is an attempt of.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CronRun {
+    /// A fire time, a manual run or the catch-up after downtime.
+    pub started_by: RunTrigger,
+    /// The run's id in the run history.
+    pub run_id: String,
+    /// The fire time the run is for.
+    pub scheduled_for: DateTime<Utc>,
+    /// 1 for the first attempt, 2 for the first retry, and so on.
+    pub attempt: u32,
+}
+
+impl Trigger {
+    /// Who the function runs as.
+    pub fn principal(&self) -> Principal {
+        match self {
+            Trigger::Http(principal) => principal.clone(),
+            Trigger::Cron(_) => Principal::Cron,
+        }
+    }
+
+    /// The trigger's name in the invocation log and the guest's
+    /// `x-runtime-trigger` header: `http`, `cron`, `manual` or `catch_up`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Trigger::Http(_) => "http",
+            Trigger::Cron(run) => match run.started_by {
+                RunTrigger::Cron => "cron",
+                RunTrigger::Manual => "manual",
+                RunTrigger::CatchUp => "catch_up",
+            },
+        }
+    }
+}
+
+/// Why an invocation produced no response of the function's own. Each
+/// message names the limit hit and how to raise it.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum InvokeError {
-    /// A concurrency limit is reached; retry shortly.
-    #[error("{0}")]
-    Busy(String),
-    /// The function hit a limit or trapped; the message says which.
+    /// The function is at its own concurrency limit; retry shortly.
+    #[error(
+        "function `{function}` is at its concurrency limit ({limit}); retry shortly or raise limits.maxConcurrency"
+    )]
+    FunctionBusy {
+        /// The function's name.
+        function: String,
+        /// Its `limits.maxConcurrency`.
+        limit: u32,
+    },
+    /// Every instance of the runtime is in use; retry shortly.
+    #[error("the runtime is at its instance limit; retry shortly")]
+    RuntimeBusy,
+    /// The wall-clock deadline passed; the guest was stopped.
+    #[error(
+        "the function exceeded its time limit of {timeout_ms} ms (wall clock) and was stopped; raise limits.timeoutMs in its manifest if it needs longer"
+    )]
+    TimedOut {
+        /// The manifest's `limits.timeoutMs`.
+        timeout_ms: u64,
+    },
+    /// The CPU budget (the same `limits.timeoutMs`) was spent.
+    #[error(
+        "the function exceeded its CPU time limit of {timeout_ms} ms and was stopped; raise limits.timeoutMs in its manifest if it needs longer"
+    )]
+    CpuTimeExceeded {
+        /// The manifest's `limits.timeoutMs`.
+        timeout_ms: u64,
+    },
+    /// The guest grew past its memory cap.
+    #[error(
+        "the function exceeded its memory limit of {memory_mb} MiB and was stopped; raise limits.memoryMb in its manifest if it needs more"
+    )]
+    MemoryExceeded {
+        /// The manifest's memory cap in MiB.
+        memory_mb: usize,
+    },
+    /// The guest overflowed its stack.
+    #[error("the function overflowed its stack (recursion too deep) and was stopped")]
+    StackOverflow,
+    /// The guest trapped, failed or answered badly; the message says how.
     #[error("{0}")]
     Failed(String),
+}
+
+impl InvokeError {
+    /// Whether the function ran out of time (wall clock or CPU): the
+    /// deadline, answered 504 over HTTP.
+    pub fn is_deadline(&self) -> bool {
+        matches!(
+            self,
+            InvokeError::TimedOut { .. } | InvokeError::CpuTimeExceeded { .. }
+        )
+    }
 }
 
 /// Runs functions.
@@ -109,16 +210,19 @@ impl Invoker {
 
     fn permits(&self, f: &LoadedFunction) -> Result<Permits, InvokeError> {
         // A full pool fails fast rather than queueing: the caller retries.
-        let function = f.permits.clone().try_acquire_owned().map_err(|_| {
-            InvokeError::Busy(format!(
-                "function `{}` is at its concurrency limit ({}); retry shortly or raise limits.maxConcurrency",
-                f.record.name,
-                f.record.manifest.limits.max_concurrency()
-            ))
-        })?;
-        let global = self.global.clone().try_acquire_owned().map_err(|_| {
-            InvokeError::Busy("the runtime is at its instance limit; retry shortly".into())
-        })?;
+        let function =
+            f.permits
+                .clone()
+                .try_acquire_owned()
+                .map_err(|_| InvokeError::FunctionBusy {
+                    function: f.record.name.clone(),
+                    limit: f.record.manifest.limits.max_concurrency(),
+                })?;
+        let global = self
+            .global
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| InvokeError::RuntimeBusy)?;
         Ok(Permits {
             _global: global,
             _function: function,
@@ -133,19 +237,25 @@ impl Invoker {
         principal: Principal,
         request: http::Request<Bytes>,
     ) -> Result<http::Response<Bytes>, InvokeError> {
-        self.invoke(f, principal, None, request).await.0
+        self.invoke(f, Trigger::Http(principal), request).await.0
     }
 
-    /// Runs `f` for one request and also returns the tool calls it made
-    /// (`TOOL: outcome (logId)`). Cron runs come through here with
-    /// [`Principal::Cron`] and the manifest's `runAs` user.
+    /// Runs `f` for one request started by `trigger` and also returns the
+    /// tool calls it made (`TOOL: outcome (logId)`). A cron trigger runs as
+    /// [`Principal::Cron`] with the manifest's `runAs` user. The request's
+    /// `x-runtime-*` headers are the trigger's to set
+    /// (`triggers/headers.rs`).
     pub async fn invoke(
         &self,
         f: Arc<LoadedFunction>,
-        principal: Principal,
-        run_as: Option<String>,
+        trigger: Trigger,
         request: http::Request<Bytes>,
     ) -> (Result<http::Response<Bytes>, InvokeError>, Vec<String>) {
+        let principal = trigger.principal();
+        let run_as = match (&trigger, &f.record.manifest.run_as) {
+            (Trigger::Cron(_), RunAs::User(user)) => Some(user.clone()),
+            _ => None,
+        };
         let Some(log) = &self.log else {
             let (result, calls, _) = self.run(f, principal, run_as, request).await;
             return (result, calls);
@@ -154,15 +264,6 @@ impl Invoker {
         let started_at_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(0));
-        let trigger = match principal {
-            Principal::Cron => request
-                .headers()
-                .get("x-runtime-trigger")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("cron")
-                .to_string(),
-            _ => "http".to_string(),
-        };
         let who = match &principal {
             Principal::Admin => "admin",
             Principal::User(_) => "user",
@@ -175,7 +276,7 @@ impl Invoker {
         let (result, calls, lines) = self.run(f, principal, run_as, request).await;
         let record = InvocationRecord {
             id: InvocationRecord::new_id(),
-            trigger,
+            trigger: trigger.name().to_string(),
             method,
             path,
             principal: who.to_string(),
@@ -313,19 +414,17 @@ impl Invoker {
         drop(store);
         drop(permits);
         let result = match outcome {
-            Err(_elapsed) => Err(InvokeError::Failed(format!(
-                "the function exceeded its time limit of {timeout_ms} ms (wall clock) and was stopped; raise limits.timeoutMs in its manifest if it needs longer"
-            ))),
+            Err(_elapsed) => Err(InvokeError::TimedOut { timeout_ms }),
             Ok((Ok(()), Ok(response))) => Ok(response),
             Ok((guest_result, response_result)) => {
                 let body_error = response_result.err().flatten();
-                Err(InvokeError::Failed(explain(
+                Err(explain(
                     guest_result.err(),
                     memory_exhausted,
                     body_error,
                     timeout_ms,
                     memory_mb,
-                )))
+                ))
             }
         };
         // The store (and its output streams) are gone: every line is in.
@@ -334,39 +433,38 @@ impl Invoker {
     }
 }
 
-/// Turns a trap (or its absence) into a sentence naming the limit hit.
+/// Turns a trap (or its absence) into the error naming the limit hit.
 fn explain(
     error: Option<wasmtime::Error>,
     memory_exhausted: bool,
     body_error: Option<String>,
     timeout_ms: u64,
     memory_mb: usize,
-) -> String {
+) -> InvokeError {
     let Some(error) = error else {
-        return match body_error {
+        return InvokeError::Failed(match body_error {
             Some(b) => format!("the function's response body failed: {b}"),
             None => "the function returned without sending a response".into(),
-        };
+        });
     };
     match error.downcast_ref::<Trap>() {
-        Some(Trap::Interrupt) => format!(
-            "the function exceeded its CPU time limit of {timeout_ms} ms and was stopped; raise limits.timeoutMs in its manifest if it needs longer"
+        Some(Trap::Interrupt) => InvokeError::CpuTimeExceeded { timeout_ms },
+        Some(Trap::StackOverflow) => InvokeError::StackOverflow,
+        _ if memory_exhausted => InvokeError::MemoryExceeded { memory_mb },
+        Some(Trap::UnreachableCodeReached) => InvokeError::Failed(
+            "the function trapped (wasm `unreachable`: a Rust panic aborts this way; its panic message is in the runtime's log, under this function's name)".into(),
         ),
-        Some(Trap::StackOverflow) => "the function overflowed its stack (recursion too deep) and was stopped".into(),
-        _ if memory_exhausted => format!(
-            "the function exceeded its memory limit of {memory_mb} MiB and was stopped; raise limits.memoryMb in its manifest if it needs more"
-        ),
-        Some(Trap::UnreachableCodeReached) => {
-            "the function trapped (wasm `unreachable`: a Rust panic aborts this way; its panic message is in the runtime's log, under this function's name)".into()
-        }
-        Some(trap) => format!("the function trapped: {trap}"),
+        Some(trap) => InvokeError::Failed(format!("the function trapped: {trap}")),
         None => {
             let text = format!("{error:#}");
-            if text.contains("guest limit") || text.contains("resource table has no free keys") {
-                format!("the function exceeded a resource limit: {text}")
-            } else {
-                format!("the function failed: {text}")
-            }
+            InvokeError::Failed(
+                if text.contains("guest limit") || text.contains("resource table has no free keys")
+                {
+                    format!("the function exceeded a resource limit: {text}")
+                } else {
+                    format!("the function failed: {text}")
+                },
+            )
         }
     }
 }

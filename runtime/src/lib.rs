@@ -1,24 +1,40 @@
 //! The `runtime` binary's library: CLI, configuration and start-up, the
-//! wasmtime engine, the one invocation path for functions, the management
-//! API and the HTTP server. `main.rs` only parses arguments and calls in.
+//! wasmtime engine, the one invocation path for functions, the triggers
+//! that start them, the management API and the HTTP server. `main.rs`
+//! only parses arguments and calls in.
 //!
-//! Modules: [`cli`] (verbs), [`config`] (validated start-up), [`engine`]
-//! (wasmtime `Engine`, linker, artifacts, per-invocation state), [`invoke`]
-//! (running a function within its limits), [`invocations`] (the log of
-//! runs behind `runtime logs`), [`keys`] (master key rotation),
-//! [`logs`] (function output as attributed log lines), [`registry`] (deployed
-//! functions), [`scheduler`] (cron schedules, retries, catch-up), [`cron`]
-//! (functions' cron triggers run through [`invoke`]), [`api`] (management endpoints),
-//! [`connect`] (the connect page and the OAuth callback),
-//! [`server`] (router and `serve(listener, shutdown)`), [`apps`] (admin keys),
-//! [`dev`] (dev mode).
+//! Where things live:
+//!
+//! - Start-up: [`cli`] (verbs), [`config`] (validated start-up, builds the
+//!   [`state::AppState`]), [`keys`] (master key rotation), [`apps`] (admin
+//!   keys), [`dev`] (dev mode: deploy and watch the examples).
+//! - Functions: [`engine`] (wasmtime `Engine`, linker, artifacts,
+//!   per-invocation state; where a function is instantiated), [`registry`]
+//!   (deployed functions; deploy validation: name, manifest, cron, grants,
+//!   exports), [`invoke`] (running a function within its limits, for any
+//!   [`invoke::Trigger`]), [`invocations`] (the log of runs behind
+//!   `runtime logs`), [`logs`] (function output as attributed log lines).
+//! - What starts a function: [`triggers`] ([`triggers::http`],
+//!   [`triggers::cron`], and [`triggers::headers`], every `x-runtime-*`
+//!   header), on top of [`scheduler`] (cron schedules, retries, catch-up).
+//! - HTTP: [`server`] (the router and `serve(listener, shutdown)`),
+//!   [`state`] (what handlers share), [`auth`] (who is calling), [`api`]
+//!   (the `/v1` management endpoints, one file per resource), [`connect`]
+//!   (the connect page and the OAuth callback).
+//!
+//! Imports run one way, so no file imports one that imports it back:
+//! [`server`] → [`api`], [`triggers::http`], [`connect`] → [`auth`] →
+//! [`state`] → the services ([`triggers::cron`], [`invoke`], [`registry`],
+//! [`engine`]) → [`scheduler`], which imports nothing of the crate.
+
+#![deny(missing_docs)]
 
 pub mod api;
 pub mod apps;
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod connect;
-pub mod cron;
 pub mod dev;
 pub mod engine;
 pub mod invocations;
@@ -28,3 +44,5 @@ pub mod logs;
 pub mod registry;
 pub mod scheduler;
 pub mod server;
+pub mod state;
+pub mod triggers;

@@ -6,12 +6,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use host_api::manifest::Manifest;
+use host_api::Broker;
+use host_api::manifest::{CronSpec, Manifest};
 use host_api::store::{FunctionRecord, Store, StoreError};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 use crate::engine::{DeployError, Engine, HostState};
 use crate::invoke::LoadedFunction;
+use crate::scheduler::{CronTrigger, Schedule};
 
 /// Longest function or app name.
 pub const MAX_NAME_LEN: usize = 64;
@@ -47,6 +49,26 @@ pub fn check_name(kind: &str, name: &str) -> Result<(), String> {
             "{kind} name `{}` is invalid: use 1-{MAX_NAME_LEN} characters of a-z, 0-9, `-` and `_`, starting with a letter or digit",
             name.chars().take(80).collect::<String>()
         ))
+    }
+}
+
+/// Parses a manifest's cron trigger; the error says how to fix it.
+pub fn parse_cron_trigger(spec: &CronSpec) -> Result<Schedule, String> {
+    Schedule::parse(CronTrigger {
+        expression: spec.schedule.clone(),
+        timezone: spec.timezone.clone(),
+        payload: spec.payload.clone(),
+    })
+    .map_err(|e| e.to_string())
+}
+
+/// A manifest that names its function must be deployed under that name.
+fn check_manifest_name(name: &str, manifest: &Manifest) -> Result<(), RegistryError> {
+    match &manifest.name {
+        Some(n) if n != name => Err(RegistryError::Invalid(format!(
+            "the manifest names the function `{n}` but it is being deployed as `{name}`; deploy it as `{n}` or change \"name\""
+        ))),
+        _ => Ok(()),
     }
 }
 
@@ -92,6 +114,9 @@ type Loaded = HashMap<String, HashMap<String, Arc<LoadedFunction>>>;
 pub struct Registry {
     engine: Arc<Engine>,
     store: Arc<dyn Store>,
+    /// The catalog and the apps' custom connectors, which a manifest's
+    /// grants must name.
+    broker: Arc<Broker>,
     loaded: RwLock<Loaded>,
     /// Serializes deploys, rollbacks and removals: version numbers are read
     /// then written, and artifact collection must not race a deploy that is
@@ -107,10 +132,11 @@ pub struct Registry {
 
 impl Registry {
     /// An empty registry.
-    pub fn new(engine: Arc<Engine>, store: Arc<dyn Store>) -> Self {
+    pub fn new(engine: Arc<Engine>, store: Arc<dyn Store>, broker: Arc<Broker>) -> Self {
         Self {
             engine,
             store,
+            broker,
             loaded: RwLock::new(HashMap::new()),
             changes: tokio::sync::Mutex::new(()),
             compiles: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_COMPILES)),
@@ -202,7 +228,10 @@ impl Registry {
 
     /// Deploys `component` as `app/name`; a new version if it existed
     /// (numbers only increase, also after a rollback). Deploying identical
-    /// bytes and manifest again is a no-op.
+    /// bytes and manifest again is a no-op. Every deploy (API, dev mode,
+    /// watch) is validated here alike: the name, the manifest (its name,
+    /// fields, cron triggers and grants against the catalog) and the
+    /// component (imports and exports, at compile).
     pub async fn deploy(
         &self,
         app: &str,
@@ -211,13 +240,15 @@ impl Registry {
         manifest: Manifest,
     ) -> Result<FunctionRecord, RegistryError> {
         check_name("function", name).map_err(RegistryError::Invalid)?;
+        check_manifest_name(name, &manifest)?;
         manifest
             .validate()
             .map_err(|e| RegistryError::Invalid(format!("manifest: {e}")))?;
         for (i, trigger) in manifest.cron.iter().enumerate() {
-            crate::cron::parse_trigger(trigger)
+            parse_cron_trigger(trigger)
                 .map_err(|e| RegistryError::Invalid(format!("manifest: cron[{i}]: {e}")))?;
         }
+        self.check_grants(app, &manifest).await?;
         let _changes = self.changes.lock().await;
         let size = component.len() as u64;
         let (sha, pre) = self.compile(component).await?;
@@ -263,6 +294,26 @@ impl Registry {
             self.collect_artifacts(sha).await;
         }
         Ok(record)
+    }
+
+    /// Refuses grants naming toolkits or tools that do not exist for the
+    /// app, so a typo fails the deploy instead of every call.
+    async fn check_grants(&self, app: &str, manifest: &Manifest) -> Result<(), RegistryError> {
+        for toolkit in &manifest.grants.toolkits {
+            if self.broker.find_connector(app, toolkit).await?.is_none() {
+                return Err(RegistryError::Invalid(format!(
+                    "manifest: grants.toolkits names `{toolkit}`, which is not a connector of app `{app}`; GET /v1/{app}/integrations/available lists them"
+                )));
+            }
+        }
+        for tool in &manifest.grants.tools {
+            if self.broker.find_tool_info(app, tool).await?.is_none() {
+                return Err(RegistryError::Invalid(format!(
+                    "manifest: grants.tools names `{tool}`, which is not a tool of app `{app}`; GET /v1/{app}/integrations/tools lists them"
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// Makes a kept version current again: `version`, or by default the

@@ -13,7 +13,8 @@ use axum::body::Body;
 use http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use runtime::config::{KeySource, ServeConfig};
-use runtime::server::{AppState, router};
+use runtime::server::router;
+use runtime::state::AppState;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 

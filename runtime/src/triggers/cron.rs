@@ -1,11 +1,11 @@
-//! Cron triggers of deployed functions: the [`Scheduler`] fed from the
+//! The cron trigger of deployed functions: the [`Scheduler`] fed from the
 //! functions' manifests, run through the same invocation path as HTTP.
 //!
 //! Each trigger of a function is one job, `{app}/{name}#{index}`. A run
 //! calls the function's `wasi:http` handler with `POST /`, the trigger's
 //! payload as JSON, and headers naming the trigger, so any HTTP function
 //! can also be a cron function and no second export is needed. The
-//! principal is [`Principal::Cron`]; the manifest's `runAs` names the end
+//! principal is `Principal::Cron`; the manifest's `runAs` names the end
 //! user whose connections the run uses (default: the app's shared ones).
 //! Last fire times and run history live in the [`Store`], so a restart keeps
 //! the schedule and catches up once for a missed window.
@@ -16,29 +16,19 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use host_api::broker::Principal;
-use host_api::manifest::{DEFAULT_RETRIES, RunAs};
+use host_api::manifest::DEFAULT_RETRIES;
 use host_api::store::Store;
 
-use crate::invoke::Invoker;
-use crate::registry::Registry;
+use crate::invoke::{CronRun, Invoker, Trigger};
+use crate::registry::{Registry, parse_cron_trigger};
 use crate::scheduler::{
-    self, CronTrigger, JobSpec, RetryPolicy, RunContext, RunOutcome, RunRecord, Runner, Schedule,
-    ScheduleStore, Scheduler, SchedulerError, SystemClock,
+    self, JobSpec, RetryPolicy, RunContext, RunOutcome, RunRecord, Runner, ScheduleStore,
+    Scheduler, SchedulerError, SystemClock,
 };
+use crate::triggers::headers;
 
 /// How much of a failed run's answer is kept as its error.
 const MAX_ERROR_TEXT: usize = 1024;
-
-/// Parses a manifest's cron trigger; the error says how to fix it.
-pub fn parse_trigger(spec: &host_api::manifest::CronSpec) -> Result<Schedule, String> {
-    Schedule::parse(CronTrigger {
-        expression: spec.schedule.clone(),
-        timezone: spec.timezone.clone(),
-        payload: spec.payload.clone(),
-    })
-    .map_err(|e| e.to_string())
-}
 
 fn job_id(app: &str, name: &str, index: usize) -> String {
     format!("{app}/{name}#{index}")
@@ -155,19 +145,17 @@ impl Runner for FunctionRunner {
                 Vec::new(),
             );
         };
-        let run_as = match &f.record.manifest.run_as {
-            RunAs::Shared => None,
-            RunAs::User(u) => Some(u.clone()),
-        };
         let body = ctx
             .payload
             .as_ref()
             .map(|p| p.to_string())
             .unwrap_or_else(|| "{}".into());
-        let trigger = serde_json::to_value(ctx.trigger)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_string))
-            .unwrap_or_else(|| "cron".into());
+        let trigger = Trigger::Cron(CronRun {
+            started_by: ctx.trigger,
+            run_id: ctx.run_id,
+            scheduled_for: ctx.scheduled_for,
+            attempt: ctx.attempt,
+        });
         let path = f
             .record
             .manifest
@@ -177,13 +165,8 @@ impl Runner for FunctionRunner {
         let request = http::Request::post(format!("http://localhost{path}"))
             .header(http::header::CONTENT_TYPE, "application/json")
             .header(http::header::CONTENT_LENGTH, body.len())
-            .header("x-runtime-principal", "cron")
-            .header("x-runtime-trigger", trigger)
-            .header("x-runtime-run-id", ctx.run_id.as_str())
-            .header("x-runtime-scheduled-for", ctx.scheduled_for.to_rfc3339())
-            .header("x-runtime-attempt", ctx.attempt)
             .body(Bytes::from(body));
-        let request = match request {
+        let mut request = match request {
             Ok(r) => r,
             Err(e) => {
                 return RunOutcome::error(
@@ -192,10 +175,8 @@ impl Runner for FunctionRunner {
                 );
             }
         };
-        let (result, calls) = self
-            .invoker
-            .invoke(f, Principal::Cron, run_as, request)
-            .await;
+        headers::set(request.headers_mut(), &trigger);
+        let (result, calls) = self.invoker.invoke(f, trigger, request).await;
         let result = match result {
             Ok(response) if response.status().is_success() => Ok(()),
             Ok(response) => Err(format!(
@@ -281,7 +262,7 @@ impl Cron {
             ..RetryPolicy::default()
         };
         for (i, spec) in manifest.cron.iter().enumerate() {
-            match parse_trigger(spec) {
+            match parse_cron_trigger(spec) {
                 Ok(schedule) => {
                     let mut job = JobSpec::new(schedule, deadline);
                     job.retry = retry;
