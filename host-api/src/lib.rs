@@ -41,24 +41,21 @@
 
 pub mod broker;
 pub mod catalog;
-pub mod connections;
 pub mod crypto;
 pub mod data;
 pub mod egress;
 pub mod encoders;
 pub mod error;
 pub mod integrations;
+pub mod invocation;
 pub mod jwt;
 pub mod manifest;
 pub mod oauth;
 pub mod ratelimit;
 pub mod redirect;
-pub mod rekey;
 pub mod secret;
-pub mod settings;
 pub mod store;
 pub mod template;
-pub mod tokens;
 pub mod tools;
 
 pub use broker::{Broker, Invocation, Principal};

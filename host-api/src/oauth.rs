@@ -5,7 +5,7 @@
 //! Every request goes through [`TokenHttp`]: the egress policy's client (no
 //! redirects, guarded DNS), a bounded answer, and a status classification
 //! that tells a refused grant from a provider that is down. Nothing here
-//! stores anything; [`crate::connections`] decides what to keep.
+//! stores anything; the broker (`broker/grant.rs`) decides what to keep.
 
 use std::future::Future;
 use std::pin::Pin;

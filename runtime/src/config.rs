@@ -108,7 +108,7 @@ fn create_private_dir(path: &std::path::Path) -> anyhow::Result<()> {
 }
 
 /// Meta key of the stored master key check value.
-const KEY_CHECK: &str = host_api::rekey::KEY_CHECK_META;
+const KEY_CHECK: &str = host_api::broker::rekey::KEY_CHECK_META;
 
 /// What the key-file watcher needs to re-encrypt.
 #[derive(Debug, Clone)]

@@ -24,7 +24,7 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use host_api::Broker;
-use host_api::connections::{
+use host_api::broker::connect::{
     CALLBACK_PATH, CONNECT_PAGE_PATH, CallbackOutcome, CallbackParams, ConnectPage, FLOW_TTL,
 };
 use host_api::secret::Secret;

@@ -13,8 +13,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
+use host_api::broker::rekey::KEY_CHECK_META;
 use host_api::crypto::{CryptoError, KeySet, Keyring, Zeroizing};
-use host_api::rekey::KEY_CHECK_META;
 use host_api::store::Store;
 use sha2::{Digest, Sha256};
 

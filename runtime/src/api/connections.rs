@@ -6,7 +6,8 @@ use axum::Json;
 use axum::extract::{Path, Query};
 use axum::http::StatusCode;
 use bytes::Bytes;
-use host_api::connections::{ConnectRequest, ConnectionFilter};
+use host_api::broker::connect::ConnectRequest;
+use host_api::broker::connections::ConnectionFilter;
 use serde::Deserialize;
 use serde_json::{Value, json};
 

@@ -96,11 +96,11 @@ pub fn router() -> Router<Arc<AppState>> {
             delete(connections::delete_connection).patch(connections::patch_connection),
         )
         .route(
-            host_api::connections::CALLBACK_PATH,
+            host_api::broker::connect::CALLBACK_PATH,
             get(crate::connect::callback),
         )
         .route(
-            host_api::connections::CONNECT_PAGE_PATH,
+            host_api::broker::connect::CONNECT_PAGE_PATH,
             get(crate::connect::page).post(crate::connect::confirm),
         )
         .route("/v1/{app}/integrations/logs", get(integrations::logs))

@@ -3,7 +3,7 @@
 
 use axum::Json;
 use bytes::Bytes;
-use host_api::settings::SettingsPatch;
+use host_api::broker::settings::SettingsPatch;
 use serde_json::{Value, json};
 
 use crate::api::error::{ApiError, parse_json};

@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::broker::{AdminError, Broker};
+use super::{AdminError, Broker};
 use crate::jwt::{JwtError, JwtKeys, JwtRules};
 use crate::redirect;
 use crate::secret::Secret;

@@ -16,7 +16,7 @@
 //! record; a start or a key file reload with a set lacking a key it names
 //! is refused.
 
-use crate::broker::{AdminError, Broker};
+use super::{AdminError, Broker};
 use crate::crypto::{CryptoError, KeySet};
 use crate::store::{AppRecord, ConnectionRecord, MAX_CAS_ATTEMPTS, ToolkitRecord};
 
@@ -271,10 +271,10 @@ mod tests {
 
     use super::*;
     use crate::broker::ConfigureToolkit;
+    use crate::broker::settings::{JwtPatch, SettingsPatch};
     use crate::catalog::Catalog;
     use crate::crypto::{Keyring, MasterKey, sealed_key_id_hex};
     use crate::egress::EgressPolicy;
-    use crate::settings::{JwtPatch, SettingsPatch};
     use crate::store::{AppSettings, SledStore, Store};
     use crate::{Broker, Secret};
 

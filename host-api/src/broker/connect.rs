@@ -7,7 +7,7 @@
 //! with associated data naming (app, connection, field). A flow is stored
 //! under the SHA-256 of its `state`, expires after [`FLOW_TTL`], and is
 //! taken out of the store before anything else happens at the callback, so
-//! a state can be redeemed once. Token refresh lives in [`crate::tokens`].
+//! a state can be redeemed once. Token refresh lives in [`super::refresh`].
 
 use std::time::Duration;
 
@@ -16,9 +16,9 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tracing::instrument;
 
-use crate::broker::{AdminError, Broker, MAX_NAME_LEN, Principal, now_ms};
+use super::{AdminError, Broker, MAX_NAME_LEN};
 use crate::catalog::Connector;
-use crate::error::ToolError;
+use crate::invocation::Principal;
 use crate::oauth::{MAX_CALLBACK_PARAM, OAuthClient, Tokens};
 use crate::redirect;
 use crate::secret::Secret;
@@ -87,49 +87,6 @@ pub struct ConnectStart {
     pub connection_id: String,
     /// Unix ms after which the flow is refused.
     pub expires_at: u64,
-}
-
-/// A connection as shown to callers: never a token.
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ConnectionView {
-    /// Connection id.
-    pub id: String,
-    /// Connector slug.
-    pub toolkit: String,
-    /// End user, or null for the shared connection.
-    pub user_id: Option<String>,
-    /// `pending`, `active`, `needs_reconnect`, `revoked`, `disabled`.
-    pub state: ConnectionState,
-    /// Why.
-    pub reason: Option<String>,
-    /// Whether calls use it when the owner has several.
-    pub is_default: bool,
-    /// The upstream account.
-    pub account: AccountInfo,
-    /// Granted scopes.
-    pub scopes: Vec<String>,
-    /// When the access token expires (Unix ms).
-    pub expires_at: Option<u64>,
-    /// For pending flows: the request id.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub connection_request_id: Option<String>,
-    /// Unix ms.
-    pub created_at: u64,
-    /// Unix ms.
-    pub updated_at: u64,
-}
-
-/// Filters of `GET .../connections` (admins; users always see their own).
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ConnectionFilter {
-    /// Only this toolkit.
-    pub toolkit: Option<String>,
-    /// Only this end user.
-    pub user_id: Option<String>,
-    /// Only this state.
-    pub state: Option<ConnectionState>,
 }
 
 /// What the callback answers with.
@@ -255,60 +212,6 @@ impl Broker {
         url.set_path(CALLBACK_PATH);
         url.set_query(None);
         url
-    }
-
-    /// The OAuth client of a configured toolkit, endpoints overridden where
-    /// the admin said so.
-    pub(crate) fn oauth_client(
-        &self,
-        app: &str,
-        connector: &Connector,
-        record: &ToolkitRecord,
-    ) -> Result<OAuthClient, String> {
-        let slug = &connector.spec.slug;
-        let (Some(spec), Some(endpoints)) = (&connector.spec.oauth, &connector.oauth) else {
-            return Err(format!(
-                "`{slug}` is not an OAuth connector; configure an apiKey instead"
-            ));
-        };
-        let (Some(client_id), Some(sealed)) = (&record.client_id, &record.sealed_client_secret)
-        else {
-            return Err(format!(
-                "toolkit `{slug}` has no OAuth client: an admin must POST /v1/{app}/integrations/configure with clientId and clientSecret"
-            ));
-        };
-        if connector.spec.data.as_ref().is_some_and(|d| d.per_app_host)
-            && (record.oauth_overrides.authorize_url.is_none()
-                || record.oauth_overrides.token_url.is_none()
-                || record.api_base_url.is_none())
-        {
-            return Err(format!(
-                "every `{slug}` account has its own host: an admin must configure apiBaseUrl, authorizeUrl and tokenUrl on it first (see the connector's description)"
-            ));
-        }
-        let client_secret = self
-            .open_hex(sealed, &crate::crypto::aad::client_secret(app, slug))
-            .map_err(|_| format!("the stored client secret of `{slug}` cannot be unsealed"))?;
-        let pick = |over: &Option<String>, default: &url::Url| -> Result<url::Url, String> {
-            match over {
-                Some(u) => url::Url::parse(u)
-                    .map_err(|_| format!("configured endpoint `{u}` of `{slug}` is not a URL")),
-                None => Ok(default.clone()),
-            }
-        };
-        let o = &record.oauth_overrides;
-        Ok(OAuthClient {
-            client_id: client_id.clone(),
-            client_secret,
-            authorize_url: pick(&o.authorize_url, &endpoints.authorize)?,
-            token_url: pick(&o.token_url, &endpoints.token)?,
-            revocation_url: match (&o.revocation_url, &endpoints.revocation) {
-                (Some(u), _) => Some(pick(&Some(u.clone()), &endpoints.token)?),
-                (None, r) => r.clone(),
-            },
-            client_auth: spec.client_auth,
-            client_id_param: spec.client_id_param.clone(),
-        })
     }
 
     /// Starts a connect flow for `caller`.
@@ -481,7 +384,7 @@ impl Broker {
             redirect_url,
             scopes,
         } = target;
-        let now = now_ms();
+        let now = self.now_ms();
         let count = |flows: &[FlowRecord]| {
             let live = flows.iter().filter(|f| f.expires_at_ms > now);
             let owner = live.clone().filter(|f| f.user_id == user_id).count();
@@ -604,7 +507,7 @@ impl Broker {
         }
         let key = state_hash(state.expose());
         match self.store.get_flow(&key).await {
-            Ok(Some(flow)) if flow.expires_at_ms > now_ms() => Ok((key, flow)),
+            Ok(Some(flow)) if flow.expires_at_ms > self.now_ms() => Ok((key, flow)),
             Ok(_) => Err(GONE.into()),
             Err(e) => {
                 tracing::error!(error = %e, "store error on the connect page");
@@ -745,7 +648,7 @@ impl Broker {
                 );
             }
         };
-        let now = now_ms();
+        let now = self.now_ms();
         if flow.expires_at_ms <= now {
             return page(
                 400,
@@ -897,129 +800,12 @@ impl Broker {
                 "internal_error"
             })
     }
+}
 
-    /// A reconnect or step-up must come back with the account the
-    /// connection had (where the connector can read it): otherwise anyone
-    /// completing the link with their own account would silently replace
-    /// it. An admin's `switchAccount` flow skips this.
-    async fn check_same_account(
-        &self,
-        flow: &FlowRecord,
-        connector: &Connector,
-        account: &AccountInfo,
-    ) -> Result<(), &'static str> {
-        let readable = connector
-            .spec
-            .oauth
-            .as_ref()
-            .is_some_and(|o| o.account_path.is_some() && o.account_id_pointer.is_some());
-        if !readable {
-            return Ok(());
-        }
-        let existing = match self
-            .store
-            .get_connection(&flow.app, &flow.connection_id)
-            .await
-        {
-            Ok(Some(c)) => c,
-            Ok(None) => return Ok(()),
-            Err(_) => return Err("internal_error"),
-        };
-        let Some(before) = existing.account.id.as_deref() else {
-            return Ok(());
-        };
-        match account.id.as_deref() {
-            Some(now) if now == before => Ok(()),
-            now => {
-                tracing::warn!(
-                    app = %flow.app,
-                    toolkit = %flow.toolkit,
-                    connection = %flow.connection_id,
-                    returned_account = now.is_some(),
-                    "reconnect came back with another upstream account; the old grant is kept"
-                );
-                Err(if now.is_some() {
-                    "account_mismatch"
-                } else {
-                    "account_unverified"
-                })
-            }
-        }
-    }
-
-    async fn fetch_account(
-        &self,
-        app: &str,
-        connector: &Connector,
-        record: &ToolkitRecord,
-        tokens: &Tokens,
-    ) -> AccountInfo {
-        let Some(spec) = &connector.spec.oauth else {
-            return AccountInfo::default();
-        };
-        let Some(path) = &spec.account_path else {
-            return AccountInfo::default();
-        };
-        let Ok(mut base) = self.api_base_url(connector, record) else {
-            return AccountInfo::default();
-        };
-        if let Some(instance) = &tokens.instance_url {
-            let _ = base.set_scheme(instance.scheme());
-            let _ = base.set_host(instance.host_str());
-            let _ = base.set_port(instance.port());
-        }
-        let mut url = base.clone();
-        url.set_path(&format!("{}{}", base.path().trim_end_matches('/'), path));
-        // Sent like a tool call: the connector's credential form and headers
-        // (Notion-Version, ClickUp's bare token), under the egress policy.
-        let request = crate::tools::PreparedRequest {
-            method: http::Method::GET,
-            url,
-            headers: vec![("Accept".into(), "application/json".into())],
-            body: None,
-            idempotent: true,
-        };
-        // Tried twice: a reconnect whose account cannot be read is refused
-        // (see `check_same_account`), so one transient failure should not
-        // cost the user the flow.
-        let mut answer = None;
-        for _ in 0..2 {
-            match crate::tools::send(
-                &self.client,
-                &self.policy,
-                connector,
-                &request,
-                &tokens.access_token,
-            )
-            .await
-            {
-                Ok(a) if a.value.is_object() || a.value.is_array() => {
-                    answer = Some(a.value);
-                    break;
-                }
-                _ => {}
-            }
-        }
-        let Some(answer) = answer else {
-            tracing::info!(app, toolkit = %connector.spec.slug, "account description unavailable");
-            return AccountInfo::default();
-        };
-        let text = |pointer: &Option<String>| {
-            pointer
-                .as_ref()
-                .and_then(|p| answer.pointer(p))
-                .and_then(|v| match v {
-                    serde_json::Value::String(s) => Some(s.chars().take(MAX_NAME_LEN).collect()),
-                    serde_json::Value::Number(n) => Some(n.to_string()),
-                    _ => None,
-                })
-        };
-        AccountInfo {
-            id: text(&spec.account_id_pointer),
-            name: text(&spec.account_name_pointer),
-        }
-    }
-
+impl Broker {
+    /// Stores the tokens of a completed flow: a new connection, or the
+    /// reconnected one (keeping its id, default flag and, when the provider
+    /// sends none, its refresh token and account).
     async fn store_new_tokens(
         &self,
         flow: &FlowRecord,
@@ -1028,309 +814,49 @@ impl Broker {
     ) -> Result<String, AdminError> {
         let app = flow.app.as_str();
         let id = flow.connection_id.clone();
-        let now = now_ms();
+        let now = self.now_ms();
         let existing = if flow.reconnect {
             self.store.get_connection(app, &id).await?
         } else {
             None
         };
-        let is_default = match &existing {
-            Some(c) => c.is_default,
-            None => !self
-                .store
-                .list_connections_for(app, &flow.toolkit, flow.user_id.as_deref())
-                .await?
-                .iter()
-                .any(|c| c.is_default && c.id != id),
-        };
-        let aad_access = crate::crypto::aad::connection(app, &id, "access_token");
-        let aad_refresh = crate::crypto::aad::connection(app, &id, "refresh_token");
-        let sealed_refresh = match &tokens.refresh_token {
-            Some(t) => Some(self.seal_hex(t, &aad_refresh)?),
-            // A reconnect without a new refresh token keeps the old one.
-            None => existing
-                .as_ref()
-                .and_then(|c| c.sealed_refresh_token.clone()),
-        };
-        let record = ConnectionRecord {
-            id: id.clone(),
-            app: app.to_string(),
-            toolkit: flow.toolkit.clone(),
-            user_id: flow.user_id.clone(),
-            state: ConnectionState::Active,
-            reason: None,
-            is_default,
-            account: if account == AccountInfo::default() {
-                existing
-                    .as_ref()
-                    .map(|c| c.account.clone())
-                    .unwrap_or_default()
-            } else {
-                account
+        let mut record = match existing {
+            Some(c) => c,
+            None => ConnectionRecord {
+                id: id.clone(),
+                app: app.to_string(),
+                toolkit: flow.toolkit.clone(),
+                user_id: flow.user_id.clone(),
+                state: ConnectionState::Active,
+                reason: None,
+                is_default: !self
+                    .store
+                    .list_connections_for(app, &flow.toolkit, flow.user_id.as_deref())
+                    .await?
+                    .iter()
+                    .any(|c| c.is_default && c.id != id),
+                account: AccountInfo::default(),
+                scopes: Vec::new(),
+                sealed_access_token: None,
+                sealed_refresh_token: None,
+                expires_at_ms: None,
+                version: 0,
+                created_at_ms: now,
+                updated_at_ms: now,
+                refreshed_at_ms: None,
+                api_base_url: None,
             },
-            scopes: tokens.scopes.clone().unwrap_or_else(|| flow.scopes.clone()),
-            sealed_access_token: Some(self.seal_hex(&tokens.access_token, &aad_access)?),
-            sealed_refresh_token: sealed_refresh,
-            expires_at_ms: tokens
-                .expires_in
-                .map(|d| now.saturating_add(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))),
-            version: existing.as_ref().map_or(1, |c| c.version + 1),
-            created_at_ms: existing.as_ref().map_or(now, |c| c.created_at_ms),
-            updated_at_ms: now,
-            refreshed_at_ms: Some(now),
-            api_base_url: tokens
-                .instance_url
-                .as_ref()
-                .map(url::Url::to_string)
-                .or_else(|| existing.as_ref().and_then(|c| c.api_base_url.clone())),
         };
+        if account != AccountInfo::default() {
+            record.account = account;
+        }
+        // Scopes as requested unless the provider says what it granted.
+        record.scopes.clone_from(&flow.scopes);
+        self.apply_tokens(&mut record, &tokens, now)?;
         self.store.put_connection(&record).await?;
-        self.clear_backoff(&id);
+        self.refresh.clear(&id);
         tracing::info!(app, toolkit = %flow.toolkit, connection = %id, reconnect = flow.reconnect, "connection made");
         Ok(id)
-    }
-
-    /// Connections visible to `caller`, pending flows included.
-    pub async fn list_connections(
-        &self,
-        app: &str,
-        caller: &Principal,
-        filter: &ConnectionFilter,
-    ) -> Result<Vec<ConnectionView>, AdminError> {
-        let only_user = match caller {
-            Principal::User(u) => Some(u.as_str()),
-            Principal::Admin => None,
-            _ => {
-                return Err(AdminError::Forbidden(
-                    "listing connections needs an admin key or an end user's JWT".into(),
-                ));
-            }
-        };
-        let disabled: Vec<String> = self
-            .store
-            .list_toolkits(app)
-            .await?
-            .into_iter()
-            .filter(|t| !t.enabled)
-            .map(|t| t.toolkit)
-            .collect();
-        let visible = |toolkit: &str, user: Option<&str>| {
-            only_user.is_none_or(|u| user == Some(u))
-                && filter.toolkit.as_deref().is_none_or(|t| t == toolkit)
-                && filter.user_id.as_deref().is_none_or(|u| user == Some(u))
-        };
-        let mut out = Vec::new();
-        for c in self.store.list_connections(app).await? {
-            if !visible(&c.toolkit, c.user_id.as_deref()) {
-                continue;
-            }
-            let (state, reason) =
-                if disabled.contains(&c.toolkit) && c.state == ConnectionState::Active {
-                    (
-                        ConnectionState::Disabled,
-                        Some("the toolkit is disabled by the app's admin".to_string()),
-                    )
-                } else {
-                    (c.state, c.reason.clone())
-                };
-            out.push(ConnectionView {
-                id: c.id,
-                toolkit: c.toolkit,
-                user_id: c.user_id,
-                state,
-                reason,
-                is_default: c.is_default,
-                account: c.account,
-                scopes: c.scopes,
-                expires_at: c.expires_at_ms,
-                connection_request_id: None,
-                created_at: c.created_at_ms,
-                updated_at: c.updated_at_ms,
-            });
-        }
-        let now = now_ms();
-        for f in self.store.list_flows(app).await? {
-            if f.reconnect || f.expires_at_ms <= now || !visible(&f.toolkit, f.user_id.as_deref()) {
-                continue;
-            }
-            out.push(ConnectionView {
-                id: f.connection_id,
-                toolkit: f.toolkit,
-                user_id: f.user_id,
-                state: ConnectionState::Pending,
-                reason: Some("waiting for the user to finish connecting".into()),
-                is_default: false,
-                account: AccountInfo::default(),
-                scopes: f.scopes,
-                expires_at: None,
-                connection_request_id: Some(f.request_id),
-                created_at: f.created_at_ms,
-                updated_at: f.created_at_ms,
-            });
-        }
-        out.retain(|v| filter.state.is_none_or(|s| s == v.state));
-        out.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
-        Ok(out)
-    }
-
-    async fn owned_connection(
-        &self,
-        app: &str,
-        caller: &Principal,
-        id: &str,
-    ) -> Result<ConnectionRecord, AdminError> {
-        let c = self.store.get_connection(app, id).await?;
-        match (c, caller) {
-            (Some(c), Principal::Admin) => Ok(c),
-            (Some(c), Principal::User(u)) if c.user_id.as_deref() == Some(u.as_str()) => Ok(c),
-            // Another user's connection is reported as missing.
-            _ => Err(AdminError::NotFound(format!(
-                "no connection `{id}` visible to this caller in app `{app}`"
-            ))),
-        }
-    }
-
-    /// Makes a connection the one its owner's calls use for its toolkit.
-    pub async fn set_default_connection(
-        &self,
-        app: &str,
-        caller: &Principal,
-        id: &str,
-    ) -> Result<(), AdminError> {
-        let target = self.owned_connection(app, caller, id).await?;
-        for mut c in self
-            .store
-            .list_connections_for(app, &target.toolkit, target.user_id.as_deref())
-            .await?
-        {
-            let want = c.id == target.id;
-            if c.is_default != want {
-                c.is_default = want;
-                c.updated_at_ms = now_ms();
-                self.store.put_connection(&c).await?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Disconnects: revokes upstream where the connector can, then deletes
-    /// the connection whatever the provider said.
-    #[instrument(skip_all, fields(app, connection = id))]
-    pub async fn disconnect(
-        &self,
-        app: &str,
-        caller: &Principal,
-        id: &str,
-    ) -> Result<bool, AdminError> {
-        let c = self.owned_connection(app, caller, id).await?;
-        let mut revoked = false;
-        if let Ok(Some(connector)) = self.find_connector(app, &c.toolkit).await
-            && let Ok(Some(record)) = self.store.get_toolkit(app, &c.toolkit).await
-            && let Ok(client) = self.oauth_client(app, &connector, &record)
-            && client.revocation_url.is_some()
-        {
-            let (sealed, field, hint) = match (&c.sealed_refresh_token, &c.sealed_access_token) {
-                (Some(r), _) => (Some(r), "refresh_token", "refresh_token"),
-                (None, a) => (a.as_ref(), "access_token", "access_token"),
-            };
-            if let Some(sealed) = sealed
-                && let Ok(token) =
-                    self.open_hex(sealed, &crate::crypto::aad::connection(app, id, field))
-            {
-                match client.revoke(&self.token_http, &token, hint).await {
-                    Ok(()) => revoked = true,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "upstream revocation failed; deleting locally anyway")
-                    }
-                }
-            }
-        }
-        self.store.delete_connection(app, id).await?;
-        self.clear_backoff(id);
-        // If the default went and one connection is left, it becomes the
-        // default; with several left, the owner chooses.
-        if c.is_default {
-            let rest = self
-                .store
-                .list_connections_for(app, &c.toolkit, c.user_id.as_deref())
-                .await?;
-            if let [only] = rest.as_slice() {
-                let mut only = only.clone();
-                only.is_default = true;
-                self.store.put_connection(&only).await?;
-            }
-        }
-        tracing::info!(revoked_upstream = revoked, "connection deleted");
-        Ok(revoked)
-    }
-
-    /// The connection a call uses: the shared one for shared toolkits,
-    /// otherwise `user`'s default (or only) connection; `explicit` names
-    /// one directly.
-    pub(crate) async fn resolve_connection(
-        &self,
-        app: &str,
-        record: &ToolkitRecord,
-        user: Option<&str>,
-        explicit: Option<&str>,
-    ) -> Result<ConnectionRecord, ToolError> {
-        let slug = record.toolkit.as_str();
-        let unavailable =
-            |e: crate::store::StoreError| ToolError::Unavailable(format!("store: {e}"));
-        let owner: Option<&str> = if record.shared {
-            None
-        } else {
-            Some(user.ok_or_else(|| {
-                ToolError::NotConnected(format!(
-                    "`{slug}` uses each end user's own account and this call has no end user: call the function with the user's JWT, or use as-user(id) from a cron run or an admin call"
-                ))
-            })?)
-        };
-        let whose = || match owner {
-            None => format!("app `{app}`'s shared `{slug}` account"),
-            Some(u) => format!("user `{u}`"),
-        };
-        if let Some(id) = explicit {
-            return self
-                .store
-                .get_connection(app, id)
-                .await
-                .map_err(unavailable)?
-                .filter(|c| c.toolkit == slug && c.user_id.as_deref() == owner)
-                .ok_or_else(|| {
-                    ToolError::NotConnected(format!(
-                        "connection `{id}` is not a `{slug}` connection of {}",
-                        whose()
-                    ))
-                });
-        }
-        let candidates: Vec<ConnectionRecord> = self
-            .store
-            .list_connections_for(app, slug, owner)
-            .await
-            .map_err(unavailable)?
-            .into_iter()
-            .filter(|c| c.state != ConnectionState::Revoked)
-            .collect();
-        if let Some(c) = candidates.iter().find(|c| c.is_default) {
-            return Ok(c.clone());
-        }
-        match candidates.as_slice() {
-            [only] => Ok(only.clone()),
-            [] => Err(ToolError::NotConnected(match owner {
-                None => format!(
-                    "`{slug}` has no shared connection: an admin must POST /v1/{app}/integrations/connect with {{\"toolkit\": \"{slug}\", \"shared\": true}}"
-                ),
-                Some(u) => format!(
-                    "user `{u}` has not connected `{slug}`: start the connect flow with POST /v1/{app}/integrations/connect {{\"toolkit\": \"{slug}\"}} using the user's JWT"
-                ),
-            })),
-            several => Err(ToolError::Denied(format!(
-                "{} has {} `{slug}` connections and none is the default: choose one with PATCH /v1/{app}/integrations/connections/{{id}} {{\"default\": true}}",
-                whose(),
-                several.len()
-            ))),
-        }
     }
 }
 

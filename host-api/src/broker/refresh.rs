@@ -21,11 +21,11 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tracing::instrument;
 
-use crate::broker::{Broker, now_ms};
+use super::Broker;
 use crate::error::ToolError;
 use crate::oauth::TokenError;
 use crate::secret::Secret;
@@ -56,7 +56,7 @@ enum Why {
 
 /// In-process refresh state shared by all calls.
 #[derive(Debug, Default)]
-pub(crate) struct RefreshState {
+pub(super) struct RefreshState {
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     backoff: Mutex<HashMap<String, Backoff>>,
 }
@@ -64,7 +64,8 @@ pub(crate) struct RefreshState {
 #[derive(Debug, Clone, Copy)]
 struct Backoff {
     failures: u32,
-    until: Instant,
+    /// The broker clock's time at which a refresh may be tried again.
+    until_ms: u64,
 }
 
 /// Whether the access token is within its refresh margin: [`REFRESH_MARGIN`],
@@ -103,13 +104,13 @@ impl RefreshState {
         }
     }
 
-    fn backoff_left(&self, id: &str) -> Option<Duration> {
+    fn backoff_left(&self, id: &str, now_ms: u64) -> Option<Duration> {
         let map = self.backoff.lock().ok()?;
         let b = map.get(id)?;
-        b.until.checked_duration_since(Instant::now())
+        (b.until_ms > now_ms).then(|| Duration::from_millis(b.until_ms - now_ms))
     }
 
-    fn failed(&self, id: &str) -> Duration {
+    fn failed(&self, id: &str, now_ms: u64) -> Duration {
         let Ok(mut map) = self.backoff.lock() else {
             return BACKOFF_MIN;
         };
@@ -121,13 +122,14 @@ impl RefreshState {
             id.to_string(),
             Backoff {
                 failures,
-                until: Instant::now() + pause,
+                until_ms: now_ms
+                    .saturating_add(u64::try_from(pause.as_millis()).unwrap_or(u64::MAX)),
             },
         );
         pause
     }
 
-    pub(crate) fn clear(&self, id: &str) {
+    pub(super) fn clear(&self, id: &str) {
         if let Ok(mut map) = self.backoff.lock() {
             map.remove(id);
         }
@@ -135,10 +137,6 @@ impl RefreshState {
 }
 
 impl Broker {
-    pub(crate) fn clear_backoff(&self, id: &str) {
-        self.refresh.clear(id);
-    }
-
     fn open_access(&self, c: &ConnectionRecord) -> Result<Secret, ToolError> {
         let sealed = c.sealed_access_token.as_deref().ok_or_else(|| {
             ToolError::NeedsReconnect(format!("connection `{}` holds no access token", c.id))
@@ -159,11 +157,11 @@ impl Broker {
     /// A usable access token for `c`, refreshing first if it is about to
     /// expire. Returns the connection as it was when the token was read.
     #[instrument(skip_all, fields(connection = %c.id))]
-    pub(crate) async fn access_token(
+    pub(super) async fn access_token(
         &self,
         c: ConnectionRecord,
     ) -> Result<(Secret, ConnectionRecord), ToolError> {
-        if !needs_refresh(&c, now_ms()) {
+        if !needs_refresh(&c, self.now_ms()) {
             let token = self.open_access(&c)?;
             return Ok((token, c));
         }
@@ -174,7 +172,7 @@ impl Broker {
     /// After the provider rejected the token of `used` (401): refresh once
     /// unless someone already did, and return the token to retry with.
     #[instrument(skip_all, fields(connection = %used.id))]
-    pub(crate) async fn force_refresh(
+    pub(super) async fn force_refresh(
         &self,
         used: &ConnectionRecord,
     ) -> Result<(Secret, ConnectionRecord), ToolError> {
@@ -193,7 +191,9 @@ impl Broker {
     /// expiry) stay alive for users who call rarely. Returns how many were
     /// refreshed.
     pub async fn keep_alive_idle(&self, idle: Duration) -> usize {
-        let cutoff = now_ms().saturating_sub(u64::try_from(idle.as_millis()).unwrap_or(u64::MAX));
+        let cutoff = self
+            .now_ms()
+            .saturating_sub(u64::try_from(idle.as_millis()).unwrap_or(u64::MAX));
         let apps = match self.store.list_apps().await {
             Ok(a) => a,
             Err(e) => {
@@ -264,7 +264,7 @@ impl Broker {
         why: Why,
     ) -> Result<(Secret, ConnectionRecord), ToolError> {
         let mut current = self.reread(app, id).await?;
-        if Self::settled(&current, why, now_ms()) && current.state == ConnectionState::Active {
+        if Self::settled(&current, why, self.now_ms()) && current.state == ConnectionState::Active {
             return Ok((self.open_access(&current)?, current));
         }
         if current.state != ConnectionState::Active {
@@ -275,8 +275,9 @@ impl Broker {
                     .unwrap_or_else(|| format!("connection `{id}` must be connected again")),
             ));
         }
-        let token_still_valid = matches!(why, Why::Expiring { .. }) && !expired(&current, now_ms());
-        if let Some(left) = self.refresh.backoff_left(id) {
+        let token_still_valid =
+            matches!(why, Why::Expiring { .. }) && !expired(&current, self.now_ms());
+        if let Some(left) = self.refresh.backoff_left(id, self.now_ms()) {
             if token_still_valid {
                 return Ok((self.open_access(&current)?, current));
             }
@@ -296,21 +297,21 @@ impl Broker {
         };
 
         // Across processes: take the lease, or wait for its holder's result.
-        let deadline = Instant::now() + LEASE_WAIT;
+        let deadline = tokio::time::Instant::now() + LEASE_WAIT;
         loop {
             match self
                 .store
                 .acquire_lease(
                     id,
                     &self.node_id,
-                    now_ms(),
+                    self.now_ms(),
                     u64::try_from(LEASE_TTL.as_millis()).unwrap_or(30_000),
                 )
                 .await
             {
                 Ok(Some(_lease)) => break,
                 Ok(None) => {
-                    if Instant::now() >= deadline {
+                    if tokio::time::Instant::now() >= deadline {
                         return Err(ToolError::Unavailable(format!(
                             "another node is refreshing connection `{id}`; retry shortly"
                         )));
@@ -389,37 +390,9 @@ impl Broker {
             .await
         {
             Ok(tokens) => {
-                let now = now_ms();
                 let mut next = current.clone();
-                next.sealed_access_token = Some(
-                    self.seal_hex(
-                        &tokens.access_token,
-                        &crate::crypto::aad::connection(app, id, "access_token"),
-                    )
-                    .map_err(|e| unavailable(e.to_string()))?,
-                );
-                // No refresh token in the answer: the old one stays valid.
-                if let Some(rt) = &tokens.refresh_token {
-                    next.sealed_refresh_token = Some(
-                        self.seal_hex(
-                            rt,
-                            &crate::crypto::aad::connection(app, id, "refresh_token"),
-                        )
-                        .map_err(|e| unavailable(e.to_string()))?,
-                    );
-                }
-                next.expires_at_ms = tokens
-                    .expires_in
-                    .map(|d| now.saturating_add(u64::try_from(d.as_millis()).unwrap_or(u64::MAX)));
-                if let Some(scopes) = tokens.scopes {
-                    next.scopes = scopes;
-                }
-                if let Some(instance) = &tokens.instance_url {
-                    next.api_base_url = Some(instance.to_string());
-                }
-                next.version = current.version + 1;
-                next.updated_at_ms = now;
-                next.refreshed_at_ms = Some(now);
+                self.apply_tokens(&mut next, &tokens, self.now_ms())
+                    .map_err(|e| unavailable(e.to_string()))?;
                 // Durable before use, and only over the version we read.
                 let stored = self
                     .store
@@ -447,7 +420,7 @@ impl Broker {
                 Err(ToolError::NeedsReconnect(reason.into()))
             }
             Err(e) => {
-                let pause = self.refresh.failed(id);
+                let pause = self.refresh.failed(id, self.now_ms());
                 tracing::warn!(connection = id, error = %e, retry_in_s = pause.as_secs(), "token refresh failed; tokens kept");
                 if token_still_valid {
                     return Ok((self.open_access(&current)?, current));
@@ -466,7 +439,7 @@ impl Broker {
         next.state = ConnectionState::NeedsReconnect;
         next.reason = Some(reason.to_string());
         next.version = current.version + 1;
-        next.updated_at_ms = now_ms();
+        next.updated_at_ms = self.now_ms();
         match self
             .store
             .put_connection_if_version(&next, current.version)
@@ -525,17 +498,20 @@ mod tests {
     #[test]
     fn backoff_grows_and_is_capped() {
         let s = RefreshState::default();
-        let first = s.failed("c");
-        let second = s.failed("c");
+        let now = 1_000_000;
+        let first = s.failed("c", now);
+        let second = s.failed("c", now);
         assert_eq!(first, BACKOFF_MIN);
         assert_eq!(second, BACKOFF_MIN * 2);
+        assert_eq!(s.backoff_left("c", now), Some(BACKOFF_MIN * 2));
+        assert_eq!(s.backoff_left("c", now + 2_000), None);
         for _ in 0..40 {
-            s.failed("c");
+            s.failed("c", now);
         }
-        assert_eq!(s.failed("c"), BACKOFF_MAX);
-        assert!(s.backoff_left("c").is_some());
+        assert_eq!(s.failed("c", now), BACKOFF_MAX);
+        assert!(s.backoff_left("c", now).is_some());
         s.clear("c");
-        assert!(s.backoff_left("c").is_none());
+        assert!(s.backoff_left("c", now).is_none());
     }
 
     #[test]
