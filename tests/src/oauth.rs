@@ -405,6 +405,8 @@ struct Inner {
     deny: bool,
     granted_scopes: Option<Vec<String>>,
     expires_in: u64,
+    /// Lifetime told to the client, when it differs from the real one.
+    announced_expires_in: Option<u64>,
     account: Account,
     token_mode: TokenMode,
     token_mode_once: bool,
@@ -432,6 +434,7 @@ impl Inner {
             deny: false,
             granted_scopes: None,
             expires_in: 3600,
+            announced_expires_in: None,
             account: Account::default(),
             token_mode: TokenMode::Normal,
             token_mode_once: false,
@@ -482,7 +485,7 @@ impl Inner {
         let mut body = json!({
             "access_token": access,
             "token_type": "Bearer",
-            "expires_in": self.expires_in,
+            "expires_in": self.announced_expires_in.unwrap_or(self.expires_in),
             "scope": scope,
         });
         if with_refresh {
@@ -639,6 +642,14 @@ impl FakeProvider {
     /// 3600; 0 gives tokens that are already expired).
     pub fn set_expires_in(&self, seconds: u64) {
         self.lock().expires_in = seconds;
+    }
+
+    /// Tells clients `seconds` as `expires_in` while the tokens stay valid
+    /// for their real lifetime ([`Self::set_expires_in`]); `None` tells the
+    /// truth again. `Some(0)` makes a token the broker must refresh on its
+    /// first use without the test waiting for it to expire.
+    pub fn announce_expires_in(&self, seconds: Option<u64>) {
+        self.lock().announced_expires_in = seconds;
     }
 
     /// The account that the next authorizations log in as.
@@ -2163,7 +2174,14 @@ mod tests {
         assert_eq!(me(&p, &http, str_of(&body, "access_token")).await.0, 401);
         let rt3 = str_of(&body, "refresh_token").to_string();
         p.set_expires_in(3600);
-        assert_eq!(p.api_calls(), 7);
+        // An announced lifetime of 0 on a token that still works.
+        p.announce_expires_in(Some(0));
+        let (_, body) = refresh_fake(&p, &http, &rt3).await;
+        assert_eq!(body["expires_in"], 0);
+        assert_eq!(me(&p, &http, str_of(&body, "access_token")).await.0, 200);
+        let rt3 = str_of(&body, "refresh_token").to_string();
+        p.announce_expires_in(None);
+        assert_eq!(p.api_calls(), 8);
         assert_eq!(p.api_requests()[0].authorization, None);
 
         // Revocation needs client auth; then 200, for unknown tokens too.

@@ -371,10 +371,10 @@ async fn a_user_connects_through_the_browser_and_calls_with_their_own_token() {
 #[tokio::test]
 async fn concurrent_calls_on_an_expired_token_refresh_exactly_once() {
     let w = world().await;
-    w.fake.set_expires_in(1);
+    // Due for refresh on first use (the provider still accepts it).
+    w.fake.announce_expires_in(Some(0));
     w.connect_user("alice").await;
-    w.fake.set_expires_in(3600);
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    w.fake.announce_expires_in(None);
 
     let results = concurrent_executes(&w, "alice", "FAKE_ECHO", 50).await;
     for r in &results {
@@ -460,45 +460,48 @@ async fn concurrent_executes(w: &World, user: &str, tool: &str, n: usize) -> Vec
 #[tokio::test]
 async fn provider_faults_keep_tokens_or_ask_for_a_reconnect() {
     let w = world().await;
-    w.fake.set_expires_in(1);
-    let id = w.connect_user("alice").await;
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // Tokens are announced as expired at once, so every call below starts
+    // with a refresh.
+    // Each fault gets its own user's connection: a failed refresh backs off
+    // per connection, and that back-off (and the recovery after it) is
+    // tested on the broker's clock in host-api/tests/refresh.rs, not here.
+    w.fake.announce_expires_in(Some(0));
+    w.connect_user("alice").await;
 
-    // 5xx at the token endpoint: the call fails as unavailable, the tokens
-    // are kept, and after the back-off a refresh succeeds.
+    // 5xx at the token endpoint: the call fails as unavailable and the
+    // tokens are kept.
     w.fake.set_token_mode(TokenMode::ServerError);
     let out = w.execute(&jwt("alice"), "FAKE_ECHO", json!({})).await;
     assert_eq!(out["error"]["kind"], "unavailable", "{out}");
     assert_eq!(w.connections(&jwt("alice")).await[0]["state"], "active");
-    w.fake.set_token_mode(TokenMode::Normal);
-    tokio::time::sleep(Duration::from_millis(1100)).await;
-    let out = w.execute(&jwt("alice"), "FAKE_ECHO", json!({})).await;
-    assert_eq!(out["successful"], true, "{out}");
 
     // A slow token endpoint: ten waiting callers, one refresh.
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    w.fake.set_token_mode(TokenMode::Normal);
+    w.connect_user("bob").await;
     w.fake
         .set_token_mode(TokenMode::Slow(Duration::from_millis(1500)));
     let before = w.fake.token_requests_by_grant("refresh_token");
-    for r in concurrent_executes(&w, "alice", "FAKE_ECHO", 10).await {
+    for r in concurrent_executes(&w, "bob", "FAKE_ECHO", 10).await {
         assert_eq!(r["successful"], true, "{r}");
     }
     assert_eq!(w.fake.token_requests_by_grant("refresh_token"), before + 1);
 
     // A redirect from the token endpoint is not followed.
+    w.fake.set_token_mode(TokenMode::Normal);
+    w.connect_user("carol").await;
     w.fake.set_token_mode(TokenMode::Redirect);
-    w.fake.fail_next_api_call();
-    let out = w.execute(&jwt("alice"), "FAKE_ECHO", json!({})).await;
+    let out = w.execute(&jwt("carol"), "FAKE_ECHO", json!({})).await;
     assert_eq!(out["error"]["kind"], "unavailable", "{out}");
     assert_eq!(w.fake.redirect_followed(), 0);
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(w.connections(&jwt("carol")).await[0]["state"], "active");
 
+    w.fake.set_token_mode(TokenMode::Normal);
+    let id = w.connect_user("dave").await;
     // invalid_grant: the connection needs a reconnect ...
     w.fake.set_token_mode(TokenMode::InvalidGrant);
-    w.fake.fail_next_api_call();
-    let out = w.execute(&jwt("alice"), "FAKE_ECHO", json!({})).await;
+    let out = w.execute(&jwt("dave"), "FAKE_ECHO", json!({})).await;
     assert_eq!(out["error"]["kind"], "needs-reconnect", "{out}");
-    let listed = w.connections(&jwt("alice")).await;
+    let listed = w.connections(&jwt("dave")).await;
     assert_eq!(listed[0]["state"], "needs_reconnect");
     assert!(
         listed[0]["reason"]
@@ -506,14 +509,14 @@ async fn provider_faults_keep_tokens_or_ask_for_a_reconnect() {
             .unwrap()
             .contains("invalid_grant")
     );
-    let out = w.execute(&jwt("alice"), "FAKE_ECHO", json!({})).await;
+    let out = w.execute(&jwt("dave"), "FAKE_ECHO", json!({})).await;
     assert_eq!(out["error"]["kind"], "needs-reconnect");
 
     // ... which re-authorizes the same connection id.
     w.fake.set_token_mode(TokenMode::Normal);
     let start = w
         .connect(
-            &jwt("alice"),
+            &jwt("dave"),
             json!({"toolkit": "fake", "connectionId": id, "redirectUrl": DONE}),
         )
         .await;
@@ -522,11 +525,11 @@ async fn provider_faults_keep_tokens_or_ask_for_a_reconnect() {
     assert_eq!(status, 303);
     let back = query(&location.unwrap());
     assert_eq!(back.get("connectionId"), Some(&id), "{back:?}");
-    let listed = w.connections(&jwt("alice")).await;
+    let listed = w.connections(&jwt("dave")).await;
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0]["state"], "active");
     assert_eq!(
-        w.execute(&jwt("alice"), "FAKE_ECHO", json!({})).await["successful"],
+        w.execute(&jwt("dave"), "FAKE_ECHO", json!({})).await["successful"],
         true
     );
 }
@@ -807,10 +810,10 @@ async fn functions_use_the_callers_connection_and_as_user_only_where_allowed() {
 #[tokio::test]
 async fn secrets_never_appear_in_output_answers_audit_or_store_files() {
     let w = world().await;
-    w.fake.set_expires_in(1);
+    // Due for refresh on first use, so the first call refreshes.
+    w.fake.announce_expires_in(Some(0));
     let id = w.connect_user("alice").await;
-    tokio::time::sleep(Duration::from_millis(1100)).await;
-    w.fake.set_expires_in(3600);
+    w.fake.announce_expires_in(None);
     let mut answers = String::new();
     answers.push_str(
         &w.execute(&jwt("alice"), "FAKE_ECHO", json!({}))

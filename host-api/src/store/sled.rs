@@ -690,9 +690,12 @@ impl Store for SledStore {
     }
 
     async fn append_audit(&self, record: &AuditRecord) -> Result<(), StoreError> {
-        // Key: app, then time and id so a prefix scan in reverse is newest first.
+        // Key: app, time, a sequence number, then the id, so a prefix scan
+        // in reverse is newest first, and records of the same millisecond
+        // keep the order they were appended in.
         let mut k = prefix(&record.app);
         k.extend_from_slice(&record.at_ms.to_be_bytes());
+        k.extend_from_slice(&self.db.generate_id()?.to_be_bytes());
         k.extend_from_slice(record.log_id.as_bytes());
         self.audit.insert(k, encode("audit record", record)?)?;
         // Audit records are not flushed per call: sled flushes every 500 ms,
