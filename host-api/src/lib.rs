@@ -51,6 +51,7 @@ pub mod invocation;
 pub mod jwt;
 pub mod manifest;
 pub mod oauth;
+pub mod outbound;
 pub mod ratelimit;
 pub mod redirect;
 pub mod secret;

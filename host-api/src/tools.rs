@@ -3,20 +3,20 @@
 //!
 //! The host, scheme and port always come from the connector (or the admin's
 //! configured override); a parameter can fill a path segment but never change
-//! where the request goes. Credentials are added here and nowhere else.
+//! where the request goes. The request is sent, with the credential, by
+//! [`crate::outbound`], the one sender for tools and data platforms.
 
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde_json::{Map, Value};
-use std::time::{Duration, SystemTime};
 use tracing::instrument;
 
 use std::collections::BTreeSet;
 
-use crate::catalog::{
-    AuthScheme, Connector, Encoding, ErrorsSpec, Pagination, Tool, is_credential_header,
-};
+use crate::catalog::{Connector, Encoding, ErrorsSpec, Pagination, Tool, is_credential_header};
 use crate::egress::EgressPolicy;
 use crate::error::ToolError;
+pub use crate::outbound::SendError;
+use crate::outbound::{Sender, retry_after_ms, truncate};
 use crate::secret::Secret;
 use crate::template::{Vars, render, value_text};
 
@@ -25,11 +25,6 @@ use crate::template::{Vars, render, value_text};
 pub const MAX_PROVIDER_RESPONSE: usize = 8 * 1024 * 1024;
 /// How much of an error body is returned in `upstream` errors.
 const MAX_ERROR_BODY: usize = 4 * 1024;
-/// Used when a provider says 429 without a usable `Retry-After`.
-const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(1);
-/// Longest delay a provider's `Retry-After` is taken at: a function is told
-/// at most this, so a broken or hostile header cannot park it for days.
-pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 
 /// Characters escaped in a path segment: everything but unreserved ones, so
 /// `/`, `?`, `#` and `..` in a parameter cannot change the path.
@@ -475,22 +470,6 @@ fn scalar_text(name: &str, value: &Value) -> Result<String, ToolError> {
     }
 }
 
-/// Why a provider call did not produce a result.
-#[derive(Debug)]
-pub enum SendError {
-    /// The provider rejected the credential (401): the caller may refresh
-    /// an OAuth token and retry once.
-    Unauthorized,
-    /// Any other failure, as the guest will see it.
-    Tool(ToolError),
-}
-
-impl From<ToolError> for SendError {
-    fn from(e: ToolError) -> Self {
-        SendError::Tool(e)
-    }
-}
-
 /// A provider's successful answer.
 #[derive(Debug)]
 pub struct Answer {
@@ -498,53 +477,6 @@ pub struct Answer {
     pub value: Value,
     /// Response headers (for `Link` pagination).
     pub headers: http::HeaderMap,
-}
-
-impl SendError {
-    /// Whether an idempotent request may be sent again after this: the
-    /// provider was unreachable, failed temporarily, or asked for a short
-    /// pause.
-    pub fn retryable(&self) -> Option<Duration> {
-        match self {
-            SendError::Tool(ToolError::Unavailable(m)) if !m.contains("more than") => {
-                Some(Duration::ZERO)
-            }
-            SendError::Tool(ToolError::Upstream {
-                status: 500 | 502 | 503 | 504,
-                ..
-            }) => Some(Duration::ZERO),
-            SendError::Tool(ToolError::RateLimited { retry_after_ms })
-                if *retry_after_ms <= MAX_RETRY_WAIT_MS =>
-            {
-                Some(Duration::from_millis(*retry_after_ms))
-            }
-            _ => None,
-        }
-    }
-}
-
-/// Longest `Retry-After` the host waits out itself for an idempotent call;
-/// longer ones are returned to the function as `rate-limited`.
-const MAX_RETRY_WAIT_MS: u64 = 2_000;
-
-/// Reads `Retry-After` (RFC 9110, section 10.2.3) as a delay from `now`:
-/// delta-seconds, or an HTTP-date (IMF-fixdate, or the obsolete RFC 850 and
-/// asctime forms). A date in the past means no wait; every delay is capped
-/// at [`MAX_RETRY_AFTER`]. `None`: no header, or one that reads as neither.
-pub fn retry_after(headers: &http::HeaderMap, now: SystemTime) -> Option<Duration> {
-    let value = headers
-        .get(http::header::RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim();
-    let delay = if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
-        // Only digits: too many for a u64 is still just "very long".
-        Duration::from_secs(value.parse::<u64>().unwrap_or(u64::MAX))
-    } else {
-        let at = httpdate::parse_http_date(value).ok()?;
-        at.duration_since(now).unwrap_or(Duration::ZERO)
-    };
-    Some(delay.min(MAX_RETRY_AFTER))
 }
 
 /// Sends a prepared request with the credential and maps the answer.
@@ -556,119 +488,68 @@ pub async fn send(
     request: &PreparedRequest,
     credential: &Secret,
 ) -> Result<Answer, SendError> {
-    policy.check_url(&request.url).map_err(ToolError::Denied)?;
-    let mut builder = client.request(request.method.clone(), request.url.clone());
-    for (name, value) in &connector.spec.headers {
-        builder = builder.header(name, value);
-    }
-    for (name, value) in &request.headers {
-        builder = builder.header(name, value);
-    }
-    builder = match &connector.spec.auth {
-        AuthScheme::Bearer => builder.bearer_auth(credential.expose()),
-        AuthScheme::Header { name, prefix } => {
-            builder.header(name, format!("{prefix}{}", credential.expose()))
+    let sender = Sender {
+        client,
+        policy,
+        name: &connector.spec.display_name,
+        max_bytes: MAX_PROVIDER_RESPONSE as u64,
+        too_big_hint: "; ask for less (paging, filters)",
+    };
+    let build = |mut builder: reqwest::RequestBuilder| {
+        for (name, value) in &connector.spec.headers {
+            builder = builder.header(name, value);
         }
-        AuthScheme::Basic => {
-            let (user, password) = credential
-                .expose()
-                .split_once(':')
-                .unwrap_or((credential.expose(), ""));
-            builder.basic_auth(user, Some(password))
+        for (name, value) in &request.headers {
+            builder = builder.header(name, value);
+        }
+        match &request.body {
+            None => builder,
+            Some(Body::Json(v)) => builder.json(v),
+            Some(Body::Form(pairs)) => builder.form(pairs),
+            Some(Body::Bytes { content_type, data }) => builder
+                .header(http::header::CONTENT_TYPE, content_type)
+                .body(data.clone()),
         }
     };
-    match &request.body {
-        None => {}
-        Some(Body::Json(v)) => builder = builder.json(v),
-        Some(Body::Form(pairs)) => builder = builder.form(pairs),
-        Some(Body::Bytes { content_type, data }) => {
-            builder = builder
-                .header(http::header::CONTENT_TYPE, content_type)
-                .body(data.clone());
+    let reply = sender
+        .send(
+            request.method.clone(),
+            request.url.clone(),
+            build,
+            &connector.spec.auth,
+            credential,
+            &[],
+        )
+        .await?;
+    let status = reply.status;
+    if !(200..300).contains(&status) {
+        return Err(ToolError::Upstream {
+            status,
+            body: truncate(&reply.text, MAX_ERROR_BODY),
         }
+        .into());
     }
-    let mut response = builder.send().await.map_err(|e| {
-        if let Some(refused) = crate::egress::refusal(&e) {
-            return ToolError::Denied(refused.to_string());
+    let headers = reply.headers.clone();
+    let value = reply.into_json();
+    if let Some(errors) = &connector.spec.errors
+        && let Some(message) = failure_in_answer(errors, &value)
+    {
+        if errors.unauthorized.contains(&message) {
+            return Err(SendError::Unauthorized);
         }
-        // reqwest errors carry the URL, never headers; keep only the kind.
-        let what = if e.is_timeout() {
-            "timed out"
-        } else if e.is_connect() {
-            "could not connect"
-        } else {
-            "request failed"
-        };
-        ToolError::Unavailable(format!("{}: {what}", connector.spec.display_name))
-    })?;
-    let status = response.status();
-    let headers = response.headers().clone();
-    let retry_after_ms = u64::try_from(
-        retry_after(&headers, SystemTime::now())
-            .unwrap_or(DEFAULT_RETRY_AFTER)
-            .as_millis(),
-    )
-    .unwrap_or(u64::MAX);
-
-    let mut body = Vec::new();
-    loop {
-        match response.chunk().await {
-            Ok(Some(chunk)) => {
-                if body.len() + chunk.len() > MAX_PROVIDER_RESPONSE {
-                    return Err(ToolError::Unavailable(format!(
-                        "{} answered with more than {} bytes; ask for less (paging, filters)",
-                        connector.spec.display_name, MAX_PROVIDER_RESPONSE
-                    ))
-                    .into());
-                }
-                body.extend_from_slice(&chunk);
-            }
-            Ok(None) => break,
-            Err(_) => {
-                return Err(ToolError::Unavailable(format!(
-                    "{}: response was cut off",
-                    connector.spec.display_name
-                ))
-                .into());
-            }
-        }
-    }
-    let text = scrub(&String::from_utf8_lossy(&body), credential);
-
-    if status.is_success() {
-        if text.trim().is_empty() {
-            return Ok(Answer {
-                value: Value::Null,
-                headers,
-            });
-        }
-        let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        if let Some(errors) = &connector.spec.errors
-            && let Some(message) = failure_in_answer(errors, &value)
-        {
-            if errors.unauthorized.contains(&message) {
-                return Err(SendError::Unauthorized);
-            }
-            if errors.rate_limited.contains(&message) {
-                return Err(ToolError::RateLimited { retry_after_ms }.into());
-            }
-            return Err(ToolError::Upstream {
-                status: status.as_u16(),
-                body: truncate(&message, MAX_ERROR_BODY),
+        if errors.rate_limited.contains(&message) {
+            return Err(ToolError::RateLimited {
+                retry_after_ms: retry_after_ms(&headers),
             }
             .into());
         }
-        return Ok(Answer { value, headers });
-    }
-    match status.as_u16() {
-        429 => Err(ToolError::RateLimited { retry_after_ms }.into()),
-        401 => Err(SendError::Unauthorized),
-        code => Err(ToolError::Upstream {
-            status: code,
-            body: truncate(&text, MAX_ERROR_BODY),
+        return Err(ToolError::Upstream {
+            status,
+            body: truncate(&message, MAX_ERROR_BODY),
         }
-        .into()),
+        .into());
     }
+    Ok(Answer { value, headers })
 }
 
 /// The failure message of a 2xx answer that reports one.
@@ -820,26 +701,6 @@ pub fn merge_pages(pagination: &Pagination, mut first: Value, items: Vec<Value>)
     first
 }
 
-/// Removes any echo of the credential from provider text before it reaches a
-/// function, a log or an audit record.
-fn scrub(text: &str, credential: &Secret) -> String {
-    if credential.expose().len() < 4 {
-        return text.to_string();
-    }
-    text.replace(credential.expose(), "[redacted]")
-}
-
-fn truncate(text: &str, max: usize) -> String {
-    if text.len() <= max {
-        return text.to_string();
-    }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}… (truncated)", text.get(..end).unwrap_or_default())
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -964,76 +825,6 @@ mod tests {
                 prepare(t, &c.base_url, &map(json!({"method": "GET", "path": bad}))).is_err(),
                 "{bad} was accepted"
             );
-        }
-    }
-
-    #[test]
-    fn credentials_are_scrubbed_and_errors_truncated() {
-        let s = Secret::new("tok_abcdef");
-        assert_eq!(scrub("echo tok_abcdef!", &s), "echo [redacted]!");
-        let long = "é".repeat(10);
-        assert!(truncate(&long, 5).starts_with("éé"));
-    }
-
-    /// 1994-11-06T08:49:37Z, the date in RFC 9110's examples.
-    fn rfc_now() -> SystemTime {
-        SystemTime::UNIX_EPOCH + Duration::from_secs(784_111_777)
-    }
-
-    fn retry_after_of(value: &str) -> Option<Duration> {
-        let mut headers = http::HeaderMap::new();
-        headers.insert(http::header::RETRY_AFTER, value.parse().unwrap());
-        retry_after(&headers, rfc_now())
-    }
-
-    #[test]
-    fn retry_after_reads_delta_seconds_within_the_cap() {
-        assert_eq!(retry_after(&http::HeaderMap::new(), rfc_now()), None);
-        assert_eq!(retry_after_of("0"), Some(Duration::ZERO));
-        assert_eq!(retry_after_of("120"), Some(Duration::from_secs(120)));
-        assert_eq!(retry_after_of(" 7 "), Some(Duration::from_secs(7)));
-        assert_eq!(retry_after_of("3600"), Some(MAX_RETRY_AFTER));
-        assert_eq!(retry_after_of("3601"), Some(MAX_RETRY_AFTER));
-        assert_eq!(
-            retry_after_of("99999999999999999999999999"),
-            Some(MAX_RETRY_AFTER)
-        );
-        for unreadable in ["", "-5", "1.5", "+3", "soon", "0x10"] {
-            assert_eq!(retry_after_of(unreadable), None, "{unreadable:?}");
-        }
-    }
-
-    #[test]
-    fn retry_after_reads_http_dates_in_all_three_forms() {
-        let ten = Some(Duration::from_secs(10));
-        assert_eq!(retry_after_of("Sun, 06 Nov 1994 08:49:47 GMT"), ten);
-        assert_eq!(retry_after_of("Sunday, 06-Nov-94 08:49:47 GMT"), ten);
-        assert_eq!(retry_after_of("Sun Nov  6 08:49:47 1994"), ten);
-        // Now, and in the past: no wait.
-        assert_eq!(
-            retry_after_of("Sun, 06 Nov 1994 08:49:37 GMT"),
-            Some(Duration::ZERO)
-        );
-        assert_eq!(
-            retry_after_of("Sat, 05 Nov 1994 08:49:37 GMT"),
-            Some(Duration::ZERO)
-        );
-        // Far ahead: capped.
-        assert_eq!(
-            retry_after_of("Sun, 06 Nov 1994 09:49:38 GMT"),
-            Some(MAX_RETRY_AFTER)
-        );
-        assert_eq!(
-            retry_after_of("Fri, 31 Dec 9999 23:59:59 GMT"),
-            Some(MAX_RETRY_AFTER)
-        );
-        for unreadable in [
-            "Sun, 06 Nov 1994 08:49:47",
-            "Sun, 06 Nov 1994 08:49:47 +0100",
-            "1994-11-06T08:49:47Z",
-            "Sun, 32 Nov 1994 08:49:47 GMT",
-        ] {
-            assert_eq!(retry_after_of(unreadable), None, "{unreadable:?}");
         }
     }
 }

@@ -806,9 +806,7 @@ impl Broker {
                 }
                 (error, _) => {
                     let wait = error.retryable();
-                    let SendError::Tool(tool_error) = error else {
-                        continue;
-                    };
+                    let tool_error = error.into_tool_error(&connector.spec.display_name);
                     match wait {
                         Some(wait) if request.idempotent && attempt < MAX_RETRIES => {
                             attempt += 1;

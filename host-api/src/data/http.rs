@@ -1,15 +1,17 @@
 //! The HTTPS exchange the cloud platforms (Snowflake, Databricks, BigQuery)
-//! share: egress check, bearer credential, bounded and scrubbed answers,
-//! 401 and 429 mapped the same way for all three.
+//! share, on top of the one outbound sender ([`crate::outbound`]: egress
+//! check, bearer credential, bounded and scrubbed answers, 401 and 429):
+//! URLs below the account's host, deadlines, and their error messages.
 
-use std::io::Read as _;
 use std::time::Duration;
 
 use serde_json::Value;
 use tracing::instrument;
 
 use super::{Ctx, DataError, Platform};
+use crate::catalog::AuthScheme;
 use crate::error::ToolError;
+use crate::outbound::{SendError, Sender};
 use crate::secret::Secret;
 
 /// Largest answer read from a platform (one page, chunk or partition): more
@@ -18,8 +20,6 @@ use crate::secret::Secret;
 const MAX_RESPONSE_BYTES: u64 = 96 * 1024 * 1024;
 /// How much of an error body is passed on.
 const MAX_ERROR_TEXT: usize = 2 * 1024;
-/// Used when a platform says 429 without a usable `Retry-After`.
-const DEFAULT_RETRY_AFTER_MS: u64 = 1_000;
 /// Time allowed for a request beyond the statement's deadline (the answer
 /// to a request sent just before it).
 const DEADLINE_GRACE: Duration = Duration::from_secs(5);
@@ -92,8 +92,9 @@ impl Api<'_> {
         self.send_with_timeout(method, url, body, timeout).await
     }
 
-    /// Sends a request and reads the answer; 401 and 429 are mapped here,
-    /// every other status is the caller's to interpret.
+    /// Sends a request and reads the answer through the one outbound sender
+    /// ([`crate::outbound`]); 401 and 429 are mapped there, every other
+    /// status is the caller's to interpret.
     #[instrument(skip_all, fields(platform = ?self.platform(), method = %method, path = %url.path()))]
     pub async fn send_with_timeout(
         &self,
@@ -102,97 +103,44 @@ impl Api<'_> {
         body: Option<&Value>,
         timeout: Duration,
     ) -> Result<Reply, DataError> {
-        let name = self.platform().display_name();
-        self.ctx.egress.check_url(&url).map_err(ToolError::Denied)?;
-        let mut builder = self
-            .ctx
-            .client
-            .request(method, url)
-            .timeout(timeout)
-            .bearer_auth(self.bearer.expose())
-            .header(reqwest::header::ACCEPT, "application/json")
-            .header(reqwest::header::USER_AGENT, USER_AGENT);
-        for (name, value) in &self.headers {
-            builder = builder.header(*name, value);
-        }
-        if let Some(body) = body {
-            builder = builder.json(body);
-        }
-        let mut response = builder.send().await.map_err(|e| {
-            if let Some(refused) = crate::egress::refusal(&e) {
-                return ToolError::Denied(refused.to_string());
-            }
-            // reqwest errors carry the URL, never headers; keep only the kind.
-            let what = if e.is_timeout() {
-                "timed out"
-            } else if e.is_connect() {
-                "could not be reached"
-            } else {
-                "did not answer"
-            };
-            ToolError::Unavailable(format!("{name} {what}; try again later"))
-        })?;
-        let status = response.status().as_u16();
-        let headers = response.headers().clone();
-        let mut raw = Vec::new();
-        loop {
-            match response.chunk().await {
-                Ok(Some(chunk)) => {
-                    if (raw.len() + chunk.len()) as u64 > MAX_RESPONSE_BYTES {
-                        return Err(too_big(name).into());
-                    }
-                    raw.extend_from_slice(&chunk);
-                }
-                Ok(None) => break,
-                Err(_) => {
-                    return Err(ToolError::Unavailable(format!(
-                        "{name}'s answer was cut off; try again"
-                    ))
-                    .into());
-                }
-            }
-        }
-        let gzip = headers
-            .get(reqwest::header::CONTENT_ENCODING)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.trim().eq_ignore_ascii_case("gzip"));
-        if gzip {
-            raw = gunzip(&raw).map_err(|e| match e {
-                Gunzip::TooBig => too_big(name),
-                Gunzip::Corrupt => {
-                    ToolError::Unavailable(format!("{name} sent a corrupt gzip answer"))
-                }
-            })?;
-        }
-        let text = self.scrub(&String::from_utf8_lossy(&raw));
-        let body = if text.trim().is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        let sender = Sender {
+            client: self.ctx.client,
+            policy: self.ctx.egress,
+            name: self.platform().display_name(),
+            max_bytes: MAX_RESPONSE_BYTES,
+            too_big_hint: " at once; select fewer columns or rows",
         };
-        match status {
-            401 => Err(DataError::Unauthorized),
-            429 => {
-                let retry_after_ms =
-                    crate::tools::retry_after(&headers, std::time::SystemTime::now())
-                        .map_or(DEFAULT_RETRY_AFTER_MS, |d| {
-                            u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-                        });
-                Err(ToolError::RateLimited { retry_after_ms }.into())
+        let build = |mut builder: reqwest::RequestBuilder| {
+            builder = builder
+                .timeout(timeout)
+                .header(reqwest::header::ACCEPT, "application/json")
+                .header(reqwest::header::USER_AGENT, USER_AGENT);
+            for (name, value) in &self.headers {
+                builder = builder.header(*name, value);
             }
-            _ => Ok(Reply { status, body }),
-        }
-    }
-
-    /// Removes any echo of the credentials from platform text.
-    fn scrub(&self, text: &str) -> String {
-        let mut out = text.to_string();
-        for secret in [self.bearer.expose(), self.ctx.target.credential.expose()] {
-            if secret.len() >= 4 {
-                out = out.replace(secret, "[redacted]");
+            match body {
+                Some(body) => builder.json(body),
+                None => builder,
             }
-        }
-        out
+        };
+        let reply = sender
+            .send(
+                method,
+                url,
+                build,
+                &AuthScheme::Bearer,
+                &self.bearer,
+                &[self.ctx.target.credential],
+            )
+            .await
+            .map_err(|e| match e {
+                SendError::Unauthorized => DataError::Unauthorized,
+                SendError::Transient(e) | SendError::Tool(e) => DataError::Tool(e),
+            })?;
+        Ok(Reply {
+            status: reply.status,
+            body: reply.into_json(),
+        })
     }
 
     /// The error for a status the platform module did not expect: 4xx with
@@ -230,41 +178,7 @@ pub fn error_message(body: &Value) -> String {
     truncate(&text, MAX_ERROR_TEXT)
 }
 
-/// `text` cut to at most `max` bytes on a character boundary.
-pub fn truncate(text: &str, max: usize) -> String {
-    if text.len() <= max {
-        return text.to_string();
-    }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}… (truncated)", text.get(..end).unwrap_or_default())
-}
-
-fn too_big(name: &str) -> ToolError {
-    ToolError::Unavailable(format!(
-        "{name} answered with more than {MAX_RESPONSE_BYTES} bytes at once; select fewer columns or rows"
-    ))
-}
-
-enum Gunzip {
-    TooBig,
-    Corrupt,
-}
-
-/// Decompresses a gzip body, refusing more than [`MAX_RESPONSE_BYTES`].
-fn gunzip(raw: &[u8]) -> Result<Vec<u8>, Gunzip> {
-    let mut out = Vec::new();
-    flate2::read::GzDecoder::new(raw)
-        .take(MAX_RESPONSE_BYTES + 1)
-        .read_to_end(&mut out)
-        .map_err(|_| Gunzip::Corrupt)?;
-    if out.len() as u64 > MAX_RESPONSE_BYTES {
-        return Err(Gunzip::TooBig);
-    }
-    Ok(out)
-}
+pub use crate::outbound::truncate;
 
 /// Waits between polls: 100 ms, doubling up to 1 s, never past the
 /// deadline.
@@ -298,7 +212,6 @@ impl Backoff {
 mod tests {
     use super::*;
     use serde_json::json;
-    use std::io::Write as _;
 
     #[test]
     fn error_messages_are_found_and_bounded() {
@@ -312,14 +225,5 @@ mod tests {
             "failed"
         );
         assert!(error_message(&json!("x".repeat(10_000))).ends_with("(truncated)"));
-    }
-
-    #[test]
-    fn gzip_bodies_are_decoded() {
-        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-        enc.write_all(b"{\"data\":[]}").unwrap();
-        let raw = enc.finish().unwrap();
-        assert_eq!(gunzip(&raw).ok().unwrap(), b"{\"data\":[]}");
-        assert!(matches!(gunzip(b"not gzip"), Err(Gunzip::Corrupt)));
     }
 }
