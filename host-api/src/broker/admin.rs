@@ -7,12 +7,15 @@ use serde_json::Value;
 use super::{Broker, MAX_CREDENTIAL_LEN, MAX_NAME_LEN};
 use crate::catalog::{Catalog, CatalogError, Connector, ConnectorSpec};
 use crate::secret::Secret;
-use crate::store::{OAuthOverrides, StoreError, ToolkitRecord};
+use crate::store::{EndpointOverrides, StoreError, ToolkitRecord};
+
+/// The members a configure request may carry, for the unknown-field error.
+const CONFIGURE_FIELDS: &str = "toolkit, displayName, scopes, clientId, clientSecret, shared, apiKey, apiBaseUrl, authorizeUrl, tokenUrl, revocationUrl, settings, dataPolicy, userTools";
 
 /// What an admin sends to configure a toolkit. Fields left out keep their
 /// stored value.
 #[derive(Debug, Default, serde::Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct ConfigureToolkit {
     /// Connector slug.
     pub toolkit: String,
@@ -34,18 +37,10 @@ pub struct ConfigureToolkit {
     /// The app's shared credential (API key or token) for the toolkit.
     #[serde(default)]
     pub api_key: Option<Secret>,
-    /// Overrides the connector's API base URL.
-    #[serde(default)]
-    pub api_base_url: Option<String>,
-    /// Overrides the connector's authorization endpoint.
-    #[serde(default)]
-    pub authorize_url: Option<String>,
-    /// Overrides the connector's token endpoint.
-    #[serde(default)]
-    pub token_url: Option<String>,
-    /// Overrides the connector's revocation endpoint.
-    #[serde(default)]
-    pub revocation_url: Option<String>,
+    /// Overrides of the connector's API host and OAuth endpoints
+    /// (`apiBaseUrl`, `authorizeUrl`, `tokenUrl`, `revocationUrl`).
+    #[serde(flatten)]
+    pub endpoints: EndpointOverrides,
     /// Non-secret settings of the connector (data platforms: warehouse,
     /// project, account, user…); replaces the stored ones.
     #[serde(default)]
@@ -60,6 +55,12 @@ pub struct ConfigureToolkit {
     /// nor the data tools, is open unless listed.
     #[serde(default)]
     pub user_tools: Option<Vec<String>>,
+    /// Names of members the request carried that are none of the above
+    /// (their values are dropped unread, so a mistyped secret is not
+    /// kept); refused by [`Broker::configure`] naming them, since serde
+    /// cannot deny unknown fields next to a flattened struct.
+    #[serde(flatten)]
+    pub unknown: std::collections::BTreeMap<String, serde::de::IgnoredAny>,
 }
 
 /// Checks the `userTools` of a configure request against the connector's
@@ -117,8 +118,8 @@ pub struct ToolkitView {
     pub redirect_uri: Option<String>,
     /// Effective API base URL.
     pub api_base_url: String,
-    /// Endpoint overrides in force.
-    pub oauth_overrides: OAuthOverrides,
+    /// The endpoint overrides in force (only those the admin set).
+    pub endpoint_overrides: EndpointOverrides,
     /// Unix seconds.
     pub updated_at: u64,
 }
@@ -170,6 +171,11 @@ impl Broker {
                 req.toolkit
             ))
         })?;
+        if let Some(name) = req.unknown.keys().next() {
+            return Err(AdminError::Invalid(format!(
+                "unknown field `{name}` in the configure request; expected {CONFIGURE_FIELDS}"
+            )));
+        }
         let check_endpoint = |what: &str, u: &str| -> Result<(), AdminError> {
             let parsed = url::Url::parse(u)
                 .map_err(|e| AdminError::Invalid(format!("{what} `{u}` is not a URL: {e}")))?;
@@ -186,26 +192,24 @@ impl Broker {
             }
             Ok(())
         };
-        if let Some(u) = &req.api_base_url {
-            check_endpoint("apiBaseUrl", u)?;
-            if u.contains('?') {
-                return Err(AdminError::Invalid(
-                    "apiBaseUrl must not carry a query".into(),
-                ));
-            }
-        }
-        for (what, u) in [
-            ("authorizeUrl", &req.authorize_url),
-            ("tokenUrl", &req.token_url),
-            ("revocationUrl", &req.revocation_url),
-        ] {
+        for (what, u) in req.endpoints.named() {
             if let Some(u) = u {
                 check_endpoint(what, u)?;
             }
         }
+        if req
+            .endpoints
+            .api_base_url
+            .as_ref()
+            .is_some_and(|u| u.contains('?'))
+        {
+            return Err(AdminError::Invalid(
+                "apiBaseUrl must not carry a query".into(),
+            ));
+        }
         if let Some(o) = &connector.oauth
-            && req.authorize_url.is_none()
-            && req.token_url.is_none()
+            && req.endpoints.authorize_url.is_none()
+            && req.endpoints.token_url.is_none()
         {
             // A custom connector was checked when posted; this catches a
             // built-in one pointed at by an insecure policy change.
@@ -217,9 +221,7 @@ impl Broker {
         }
         let oauth_fields = req.client_id.is_some()
             || req.client_secret.is_some()
-            || req.authorize_url.is_some()
-            || req.token_url.is_some()
-            || req.revocation_url.is_some();
+            || req.endpoints.names_oauth_endpoint();
         if oauth_fields && connector.oauth.is_none() {
             return Err(AdminError::Invalid(format!(
                 "`{}` connects with an API key, not OAuth: send apiKey instead of clientId/clientSecret",
@@ -292,9 +294,6 @@ impl Broker {
             if let Some(shared) = req.shared {
                 record.shared = shared;
             }
-            if req.api_base_url.is_some() {
-                record.api_base_url = req.api_base_url.clone();
-            }
             if let Some(settings) = &req.settings {
                 let too_big = settings.len() > 32
                     || settings
@@ -319,16 +318,7 @@ impl Broker {
                 }
                 record.data_policy = Some(policy.clone().checked().map_err(AdminError::Invalid)?);
             }
-            let o = &mut record.oauth_overrides;
-            for (slot, value) in [
-                (&mut o.authorize_url, req.authorize_url.clone()),
-                (&mut o.token_url, req.token_url.clone()),
-                (&mut o.revocation_url, req.revocation_url.clone()),
-            ] {
-                if value.is_some() {
-                    *slot = value;
-                }
-            }
+            record.endpoints.update(&req.endpoints);
             if connector.oauth.is_some()
                 && record.sealed_credential.is_none()
                 && (record.client_id.is_none() || record.sealed_client_secret.is_none())
@@ -409,10 +399,11 @@ impl Broker {
                 .unwrap_or_else(|| connector.scopes_for_tools()),
             redirect_uri: oauth.then(|| self.callback_url().to_string()),
             api_base_url: record
+                .endpoints
                 .api_base_url
                 .clone()
                 .unwrap_or_else(|| connector.spec.api_base_url.clone()),
-            oauth_overrides: record.oauth_overrides.clone(),
+            endpoint_overrides: record.endpoints.clone(),
             updated_at: record.updated_at,
         }
     }
@@ -476,5 +467,33 @@ impl Broker {
         if let Ok(mut map) = self.custom.write() {
             map.remove(app);
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_configure_request_takes_flat_endpoints_and_keeps_unknown_members_apart() {
+        let req: ConfigureToolkit = serde_json::from_value(serde_json::json!({
+            "toolkit": "github",
+            "apiBaseUrl": "https://ghe.example/api/v3",
+            "revocationUrl": "https://ghe.example/revoke",
+            "clientSecrt": "typo"
+        }))
+        .unwrap();
+        assert_eq!(
+            req.endpoints.api_base_url.as_deref(),
+            Some("https://ghe.example/api/v3")
+        );
+        assert_eq!(
+            req.endpoints.revocation_url.as_deref(),
+            Some("https://ghe.example/revoke")
+        );
+        assert!(req.endpoints.names_oauth_endpoint());
+        assert_eq!(req.unknown.keys().collect::<Vec<_>>(), ["clientSecrt"]);
+        assert!(CONFIGURE_FIELDS.contains("clientSecret"));
     }
 }

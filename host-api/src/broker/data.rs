@@ -28,7 +28,7 @@ impl Broker {
                 "`{slug}` is not a data connector"
             )));
         };
-        if data.per_app_host && record.api_base_url.is_none() {
+        if data.per_app_host && record.endpoints.api_base_url.is_none() {
             return Err(ToolError::NotConnected(format!(
                 "every `{slug}` account has its own host: an admin must configure apiBaseUrl for it (POST /v1/{}/integrations/configure)",
                 record.app

@@ -30,9 +30,9 @@ impl Broker {
             ));
         };
         if connector.spec.data.as_ref().is_some_and(|d| d.per_app_host)
-            && (record.oauth_overrides.authorize_url.is_none()
-                || record.oauth_overrides.token_url.is_none()
-                || record.api_base_url.is_none())
+            && (record.endpoints.authorize_url.is_none()
+                || record.endpoints.token_url.is_none()
+                || record.endpoints.api_base_url.is_none())
         {
             return Err(format!(
                 "every `{slug}` account has its own host: an admin must configure apiBaseUrl, authorizeUrl and tokenUrl on it first (see the connector's description)"
@@ -48,7 +48,7 @@ impl Broker {
                 None => Ok(default.clone()),
             }
         };
-        let o = &record.oauth_overrides;
+        let o = &record.endpoints;
         Ok(OAuthClient {
             client_id: client_id.clone(),
             client_secret,

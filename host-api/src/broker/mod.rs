@@ -289,7 +289,7 @@ impl Broker {
         connector: &Connector,
         record: &ToolkitRecord,
     ) -> Result<url::Url, ToolError> {
-        match &record.api_base_url {
+        match &record.endpoints.api_base_url {
             Some(u) => url::Url::parse(u).map_err(|_| {
                 ToolError::Unavailable(format!(
                     "configured apiBaseUrl for `{}` is invalid",

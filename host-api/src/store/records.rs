@@ -93,9 +93,6 @@ pub struct ToolkitRecord {
     pub toolkit: String,
     /// Disabled toolkits keep their credential but every call is denied.
     pub enabled: bool,
-    /// Replaces the connector's API base URL (GitHub Enterprise, regional
-    /// hosts, local test providers).
-    pub api_base_url: Option<String>,
     /// The shared credential, sealed (hex of the ciphertext).
     pub sealed_credential: Option<String>,
     /// Unix seconds.
@@ -121,10 +118,9 @@ pub struct ToolkitRecord {
     /// One connection (the builder's) serves every caller of the app.
     #[serde(default)]
     pub shared: bool,
-    /// Replaces the connector's OAuth endpoints (self-hosted providers,
-    /// local test servers).
-    #[serde(default)]
-    pub oauth_overrides: OAuthOverrides,
+    /// Replaces the connector's API host and OAuth endpoints.
+    #[serde(flatten, deserialize_with = "stored_endpoints")]
+    pub endpoints: EndpointOverrides,
     /// Non-secret connector settings (a Snowflake warehouse, a Databricks
     /// warehouse id, a BigQuery project).
     #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
@@ -140,19 +136,84 @@ pub struct ToolkitRecord {
     pub user_tools: Vec<String>,
 }
 
-/// Per-app replacements of a connector's OAuth endpoints.
+/// Per-app replacements of a connector's endpoints: its API host and its
+/// OAuth endpoints (GitHub Enterprise, regional hosts, self-hosted
+/// providers, local test servers). Declared once and flattened into the
+/// configure request ([`crate::broker::ConfigureToolkit`]) and the stored
+/// [`ToolkitRecord`], so each is a top-level field (`apiBaseUrl`,
+/// `authorizeUrl`, `tokenUrl`, `revocationUrl`).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct OAuthOverrides {
-    /// Authorization endpoint.
+#[serde(rename_all = "camelCase")]
+pub struct EndpointOverrides {
+    /// Replaces the connector's API base URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_base_url: Option<String>,
+    /// Replaces the authorization endpoint.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub authorize_url: Option<String>,
-    /// Token endpoint.
+    /// Replaces the token endpoint.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_url: Option<String>,
-    /// Revocation endpoint.
+    /// Replaces the revocation endpoint.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revocation_url: Option<String>,
+}
+
+impl EndpointOverrides {
+    /// Each endpoint with the name the API and errors use for it.
+    pub fn named(&self) -> [(&'static str, &Option<String>); 4] {
+        [
+            ("apiBaseUrl", &self.api_base_url),
+            ("authorizeUrl", &self.authorize_url),
+            ("tokenUrl", &self.token_url),
+            ("revocationUrl", &self.revocation_url),
+        ]
+    }
+
+    /// Takes every endpoint `newer` names and keeps the others.
+    pub fn update(&mut self, newer: &EndpointOverrides) {
+        for (slot, value) in [
+            (&mut self.api_base_url, &newer.api_base_url),
+            (&mut self.authorize_url, &newer.authorize_url),
+            (&mut self.token_url, &newer.token_url),
+            (&mut self.revocation_url, &newer.revocation_url),
+        ] {
+            if value.is_some() {
+                slot.clone_from(value);
+            }
+        }
+    }
+
+    /// Whether an OAuth endpoint (not the API host) is named.
+    pub fn names_oauth_endpoint(&self) -> bool {
+        self.authorize_url.is_some() || self.token_url.is_some() || self.revocation_url.is_some()
+    }
+}
+
+/// Toolkit records written before the overrides were flattened kept the
+/// OAuth endpoints in a nested `oauthOverrides` object; both read the same.
+fn stored_endpoints<'de, D>(d: D) -> Result<EndpointOverrides, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Stored {
+        #[serde(flatten)]
+        flat: EndpointOverrides,
+        #[serde(default)]
+        oauth_overrides: Option<EndpointOverrides>,
+    }
+    let Stored {
+        mut flat,
+        oauth_overrides,
+    } = Stored::deserialize(d)?;
+    if let Some(nested) = oauth_overrides {
+        let mut merged = nested;
+        merged.update(&flat);
+        flat = merged;
+    }
+    Ok(flat)
 }
 
 /// The life of a connection.
@@ -322,4 +383,49 @@ pub struct AuditRecord {
     pub duration_ms: u64,
     /// Unix milliseconds.
     pub at_ms: u64,
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoint_overrides_are_flat_and_older_nested_records_still_read() {
+        let record = ToolkitRecord {
+            app: "a".into(),
+            toolkit: "github".into(),
+            endpoints: EndpointOverrides {
+                api_base_url: Some("https://ghe.example/api/v3".into()),
+                token_url: Some("https://ghe.example/token".into()),
+                ..EndpointOverrides::default()
+            },
+            ..ToolkitRecord::default()
+        };
+        let json = serde_json::to_value(&record).unwrap();
+        assert_eq!(json["apiBaseUrl"], "https://ghe.example/api/v3");
+        assert_eq!(json["tokenUrl"], "https://ghe.example/token");
+        assert!(json.get("oauthOverrides").is_none());
+        let back: ToolkitRecord = serde_json::from_value(json).unwrap();
+        assert_eq!(back.endpoints, record.endpoints);
+
+        // Written before the flattening: OAuth endpoints nested.
+        let old: ToolkitRecord = serde_json::from_value(serde_json::json!({
+            "app": "a", "toolkit": "github", "enabled": true, "updatedAt": 1,
+            "apiBaseUrl": "https://ghe.example/api/v3",
+            "sealedCredential": null,
+            "oauthOverrides": {"authorizeUrl": "https://ghe.example/authorize",
+                               "tokenUrl": "https://ghe.example/token"}
+        }))
+        .unwrap();
+        assert_eq!(
+            old.endpoints,
+            EndpointOverrides {
+                api_base_url: Some("https://ghe.example/api/v3".into()),
+                authorize_url: Some("https://ghe.example/authorize".into()),
+                token_url: Some("https://ghe.example/token".into()),
+                revocation_url: None,
+            }
+        );
+    }
 }

@@ -801,7 +801,6 @@ mod tests {
                     app: app.into(),
                     toolkit: "github".into(),
                     enabled: true,
-                    api_base_url: None,
                     sealed_credential: None,
                     updated_at: 1,
                     ..ToolkitRecord::default()
