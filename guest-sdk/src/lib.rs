@@ -37,6 +37,7 @@
 //!
 //! guest_sdk::http_handler!(handle);
 //! ```
+#![deny(missing_docs)]
 
 // Lets the generated export macro name this crate as `guest_sdk::...` both
 // from user crates and from inside this one.

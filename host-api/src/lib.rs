@@ -38,6 +38,7 @@
 //! integrations::add_to_linker(&mut linker, view)?;
 //! # Ok::<(), wasmtime::Error>(())
 //! ```
+#![deny(missing_docs)]
 
 pub mod broker;
 pub mod catalog;

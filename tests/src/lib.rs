@@ -2,6 +2,7 @@
 //! with a temporary data directory, deploys real components built from
 //! source (see `scripts/test.sh`), and provides a local upstream that
 //! records what the runtime sent it.
+#![deny(missing_docs)]
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
