@@ -45,7 +45,6 @@ pub mod connections;
 pub mod crypto;
 pub mod data;
 pub mod egress;
-pub mod encoders;
 pub mod error;
 pub mod integrations;
 pub mod jwt;
@@ -57,7 +56,6 @@ pub mod rekey;
 pub mod secret;
 pub mod settings;
 pub mod store;
-pub mod template;
 pub mod tokens;
 pub mod tools;
 
