@@ -45,7 +45,6 @@ pub mod catalog;
 pub mod crypto;
 pub mod data;
 pub mod egress;
-pub mod encoders;
 pub mod error;
 pub mod integrations;
 pub mod invocation;
@@ -57,7 +56,6 @@ pub mod ratelimit;
 pub mod redirect;
 pub mod secret;
 pub mod store;
-pub mod template;
 pub mod tools;
 
 pub use broker::{Broker, Invocation, Principal};

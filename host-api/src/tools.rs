@@ -12,13 +12,15 @@ use tracing::instrument;
 
 use std::collections::BTreeSet;
 
-use crate::catalog::{Connector, Encoding, ErrorsSpec, Pagination, Tool, is_credential_header};
+use crate::catalog::template::{self, Vars, render, value_text};
+use crate::catalog::{
+    Connector, Encoding, ErrorsSpec, Pagination, Tool, encoders, is_credential_header,
+};
 use crate::egress::EgressPolicy;
 use crate::error::ToolError;
 pub use crate::outbound::SendError;
 use crate::outbound::{Sender, retry_after_ms, truncate};
 use crate::secret::Secret;
-use crate::template::{Vars, render, value_text};
 
 /// Largest provider response passed back to a function; larger answers are
 /// refused rather than buffered without bound.
@@ -75,7 +77,7 @@ pub fn prepare(
         return prepare_proxy(base_url, params);
     }
     let derived = match tool.spec.encoder {
-        Some(encoder) => crate::encoders::run(encoder, params)?,
+        Some(encoder) => encoders::run(encoder, params)?,
         None => Map::new(),
     };
     let vars = Vars {
@@ -116,14 +118,14 @@ pub fn prepare(
     if let Some(req) = request {
         if let Some(q) = &req.query {
             for (key, t) in q {
-                crate::template::referenced(t, &mut consumed);
+                template::referenced(t, &mut consumed);
                 if let Some(v) = render(t, &vars) {
                     push_query(&mut query, key, &v)?;
                 }
             }
         }
         for (name, t) in &req.headers {
-            crate::template::referenced(t, &mut consumed);
+            template::referenced(t, &mut consumed);
             if let Some(v) = render(t, &vars) {
                 let text = match &v {
                     Value::String(s) => s.clone(),
@@ -140,7 +142,7 @@ pub fn prepare(
             }
         }
         if let Some(t) = &req.body {
-            crate::template::referenced(t, &mut consumed);
+            template::referenced(t, &mut consumed);
             if let Some(v) = render(t, &vars) {
                 body = Some(encode_body(req.encoding, v, &headers)?);
             }
@@ -148,11 +150,9 @@ pub fn prepare(
     }
     if let Some(encoder) = tool.spec.encoder {
         match encoder {
-            crate::catalog::Encoder::Rfc2822 => consumed.extend(
-                crate::encoders::RFC2822_INPUTS
-                    .iter()
-                    .map(|s| (*s).to_string()),
-            ),
+            crate::catalog::Encoder::Rfc2822 => {
+                consumed.extend(encoders::RFC2822_INPUTS.iter().map(|s| (*s).to_string()))
+            }
             crate::catalog::Encoder::LinkedinAuthor => {
                 consumed.insert("author".into());
             }

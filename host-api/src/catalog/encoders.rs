@@ -1,12 +1,23 @@
 //! Native encoders: values a template cannot express, computed from a tool
-//! call's params (see `docs/connectors.md`).
+//! call's params (see `docs/connectors.md`). Holds the [`Encoder`] a tool
+//! names in its definition and [`run`], which computes its outputs.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::catalog::Encoder;
 use crate::error::ToolError;
+
+/// Native encoders that derive template values from params.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Encoder {
+    /// An RFC 2822 message, base64url (`$raw`).
+    Rfc2822,
+    /// A LinkedIn author URN (`$author`).
+    LinkedinAuthor,
+}
 
 /// Params the `rfc2822` encoder reads.
 pub const RFC2822_INPUTS: &[&str] = &[
