@@ -6,17 +6,36 @@
 //!   `as-user`, `list-tools`, brokered through [`broker::Broker`], which holds
 //!   the credentials; functions never see them.
 //!
-//! The services behind it are plain Rust, testable without wasm:
-//! [`catalog`] (connectors and tools, loaded from data), [`broker`] (resolve,
-//! check, dispatch, audit), [`connections`] (the connect flow and choosing a
-//! connection), [`oauth`] (authorization code + PKCE, refresh, revocation),
-//! [`tokens`] (single-flight refresh), [`ratelimit`] (per app and user), [`tools`] (the provider HTTP request),
-//! [`egress`] (where credentials may go), [`store`] (durable state),
-//! [`crypto`] (sealing secrets at rest, key rotation), [`rekey`] (re-encrypting
-//! after a rotation), [`manifest`] (a function's grants and
-//! limits), [`jwt`] (verifying end users' JWTs), [`redirect`] (the allowlist
-//! for post-connect redirect URLs), [`settings`] (an app's JWT and redirect
-//! settings).
+//! The services behind it are plain Rust, testable without wasm. Where
+//! things live:
+//!
+//! - Who and when: [`invocation`] ([`Principal`], [`Invocation`], the
+//!   [`invocation::Clock`] the broker reads).
+//! - The broker: [`broker`], whose `mod.rs` is the execute pipeline
+//!   (resolve, check, dispatch, audit); [`broker::connect`] (the connect
+//!   flow and callback), [`broker::refresh`] (where a token is refreshed,
+//!   single-flight), [`broker::connections`] (listing, disconnecting,
+//!   picking a call's connection), [`broker::admin`] (configure, disable,
+//!   custom connectors), [`broker::settings`] (an app's JWT and redirect
+//!   settings), [`broker::rekey`] (re-encrypting after a key rotation).
+//! - Where a connector is defined: [`catalog`] (the file format in
+//!   `catalog/spec.rs`, validation in `catalog/compile.rs`).
+//! - Going out: [`tools`] (a tool call as the provider's HTTP request),
+//!   [`data`] (SQL platforms), both sending through [`outbound`] (the one
+//!   sender: egress check, credential, caps, scrubbing); [`oauth`] (token
+//!   endpoint requests), [`egress`] (where credentials may go).
+//! - At rest: [`store`] (the [`store::Store`] trait; the sled backend, and
+//!   where another backend goes), [`crypto`] (sealing secrets, the keyring,
+//!   one table of every sealed field's associated data).
+//! - Rules: [`manifest`] (a function's grants and limits), [`jwt`]
+//!   (verifying end users' JWTs), [`ratelimit`] (per app and user),
+//!   [`redirect`] (the allowlist for post-connect redirect URLs).
+//!
+//! Imports run one way: [`integrations`] → [`broker`] → [`catalog`],
+//! [`tools`], [`data`], [`oauth`] → [`outbound`] → [`egress`]; everything
+//! may use [`store`], [`crypto`], [`invocation`], [`error`] and [`secret`],
+//! which import none of the services. Inside [`broker`], the files add
+//! methods to the one [`Broker`] and reach each other only through it.
 //!
 //! Wiring it into a wasmtime linker:
 //!
