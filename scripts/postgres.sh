@@ -147,7 +147,7 @@ DO \$\$ BEGIN
     CREATE ROLE runtime LOGIN;
   END IF;
 END \$\$;
-ALTER ROLE runtime PASSWORD '$password';
+ALTER ROLE runtime PASSWORD '$password' CREATEDB;
 SQL
   if ! "${psql[@]}" -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname = 'runtime_test'" | grep -q 1; then
     "${psql[@]}" -d postgres -c "CREATE DATABASE runtime_test OWNER runtime" >/dev/null || return 1

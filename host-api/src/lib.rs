@@ -71,6 +71,7 @@ pub mod jwt;
 pub mod manifest;
 pub mod oauth;
 pub mod outbound;
+mod pg_tls;
 pub mod ratelimit;
 pub mod redirect;
 pub mod secret;

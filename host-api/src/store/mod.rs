@@ -3,24 +3,27 @@
 //! client secrets sealed), custom connectors, refresh leases and the audit
 //! trail.
 //!
-//! [`Store`] is the seam for backends; [`SledStore`] is the embedded default.
+//! [`Store`] is the seam for backends: [`SledStore`] is the embedded default
+//! for one node and `--dev`; [`PostgresStore`] is shared by several nodes.
 //! Secrets reach a store only sealed (see [`crate::crypto`]); writes that
 //! matter are flushed before the call returns.
 //!
-//! The records themselves are in [`records`]; [`sled`] holds the embedded
-//! backend (its module also carries the store contract tests).
+//! The records themselves are in `records.rs`; `sled.rs` and `postgres/`
+//! hold the backends, and `host-api/tests/store_contract.rs` runs one
+//! contract suite against both.
 
 use async_trait::async_trait;
 
 use crate::catalog::ConnectorSpec;
 
+mod postgres;
 mod records;
 mod sled;
 
+pub use self::postgres::PostgresStore;
 pub use self::sled::SledStore;
 pub use records::*;
 
-/// A store failure. Messages never include stored values.
 /// A store failure. Messages never include stored values.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

@@ -30,16 +30,15 @@ use tokio_postgres::{Client, Config, Transaction};
 
 mod binary;
 mod params;
-mod tls;
 
 use self::binary::{PgKind, Raw, decode, pg_kind};
 use self::params::to_param;
-use self::tls::MakeRustls;
 use super::{
     Collector, Column, Ctx, DataError, DataOp, Limits, Platform, QueryResult, no_such_table,
 };
 use crate::egress::is_internal;
 use crate::error::ToolError;
+use crate::pg_tls::MakeRustls;
 
 /// Longest a connection may take to open (less when the deadline is
 /// nearer).

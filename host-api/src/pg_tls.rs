@@ -1,5 +1,6 @@
-//! TLS for PostgreSQL connections: rustls with the Web PKI roots and the
-//! server name verified (libpq's `verify-full`).
+//! TLS for PostgreSQL connections, shared by the PostgreSQL data connector
+//! and the PostgreSQL store: rustls with the Web PKI roots and the server
+//! name verified (libpq's `verify-full`).
 
 use std::future::Future;
 use std::io;
@@ -14,10 +15,10 @@ use tokio_postgres::tls::{ChannelBinding, MakeTlsConnect, TlsConnect};
 /// TLS for PostgreSQL connections: rustls with the Web PKI roots, the
 /// server name checked.
 #[derive(Clone, Debug)]
-pub(super) struct MakeRustls(Arc<rustls::ClientConfig>);
+pub(crate) struct MakeRustls(Arc<rustls::ClientConfig>);
 
 impl MakeRustls {
-    pub(super) fn new() -> Result<Self, rustls::Error> {
+    pub(crate) fn new() -> Result<Self, rustls::Error> {
         let roots = rustls::RootCertStore {
             roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
         };
@@ -46,7 +47,7 @@ impl MakeTlsConnect<Socket> for MakeRustls {
 }
 
 #[derive(Debug)]
-pub(super) struct RustlsConnect {
+pub(crate) struct RustlsConnect {
     config: Arc<rustls::ClientConfig>,
     name: rustls::pki_types::ServerName<'static>,
 }
@@ -67,7 +68,7 @@ impl TlsConnect<Socket> for RustlsConnect {
 }
 
 #[derive(Debug)]
-pub(super) struct RustlsStream(tokio_rustls::client::TlsStream<Socket>);
+pub(crate) struct RustlsStream(tokio_rustls::client::TlsStream<Socket>);
 
 impl tokio_postgres::tls::TlsStream for RustlsStream {
     fn channel_binding(&self) -> ChannelBinding {
