@@ -140,6 +140,7 @@ contract!(
     leases_exclude_other_holders_until_they_expire_and_fence_every_acquisition,
     concurrent_lease_acquisitions_have_one_winner,
     run_records_append_in_batches_and_keep_the_newest_per_job,
+    a_cron_fire_is_claimed_once_and_old_claims_are_forgotten,
 );
 
 fn function(name: &str, version: u64) -> FunctionRecord {
@@ -722,4 +723,76 @@ async fn an_unreachable_store_is_named_without_its_password() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("not a PostgreSQL connection string"), "{err}");
+}
+
+async fn a_cron_fire_is_claimed_once_and_old_claims_are_forgotten(s: &dyn Store) {
+    let won: Vec<bool> = futures_util::future::join_all((0..8).map(|i| async move {
+        s.claim_fire("a/cron#0", 2_000, &format!("node-{i}"), 0)
+            .await
+            .unwrap()
+    }))
+    .await;
+    assert_eq!(won.iter().filter(|w| **w).count(), 1);
+    // Another time, another job: claimable.
+    assert!(s.claim_fire("a/cron#0", 4_000, "node-1", 0).await.unwrap());
+    assert!(s.claim_fire("a/cron#1", 2_000, "node-1", 0).await.unwrap());
+    // Claims before the horizon are dropped (a later claim of that time,
+    // which a scheduler never makes, would be accepted again).
+    assert!(
+        !s.claim_fire("a/cron#0", 4_000, "node-2", 3_000)
+            .await
+            .unwrap()
+    );
+    assert!(
+        s.claim_fire("a/cron#0", 2_000, "node-2", 3_000)
+            .await
+            .unwrap()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_keeps_components_and_announces_changes_from_any_node() {
+    let Some(b) = postgres().await else { return };
+    let Guard::Database { admin_url, name } = &b._guard else {
+        unreachable!()
+    };
+    let mut url = url::Url::parse(admin_url).unwrap();
+    url.set_path(name);
+    let other = PostgresStore::connect(url.as_str()).await.unwrap();
+    let mut feed = b.store.watch_changes().await.unwrap();
+
+    other.put_component("abc", b"\0asm-bytes").await.unwrap();
+    assert_eq!(
+        b.store.get_component("abc").await.unwrap().as_deref(),
+        Some(&b"\0asm-bytes"[..])
+    );
+    b.store.delete_component("abc").await.unwrap();
+    assert!(other.get_component("abc").await.unwrap().is_none());
+
+    // The feed needs a moment to start listening; write until it hears.
+    let heard = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        loop {
+            other.put_function(&function("hello", 1)).await.unwrap();
+            if let Ok(Some(m)) =
+                tokio::time::timeout(std::time::Duration::from_millis(200), feed.recv()).await
+            {
+                break m;
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(heard, "runtime_functions");
+    other.put_app(&app("x")).await.unwrap();
+    let next = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        loop {
+            let m = feed.recv().await.unwrap();
+            if m != "runtime_functions" {
+                break m;
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(next, "runtime_apps");
 }

@@ -210,6 +210,11 @@ pub struct ServeArgs {
     /// Directory for the store, compiled artifacts and (dev) the key file.
     #[arg(long, env = "RUNTIME_DATA_DIR", default_value = ".runtime-data")]
     pub data_dir: PathBuf,
+    /// The shared store for several nodes: a PostgreSQL URL
+    /// (postgres://user:password@host:port/database, `sslmode=require` for
+    /// TLS). Without it the embedded store in the data directory is used.
+    #[arg(long = "store", env = "RUNTIME_STORE_URL", hide_env_values = true)]
+    pub store_url: Option<String>,
     /// Local development: serves app `dev`, keeps a master key in the data
     /// directory, allows local providers, deploys the examples.
     #[arg(long)]
@@ -738,6 +743,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = ServeConfig {
         listen: args.listen,
         data_dir: args.data_dir.clone(),
+        store_url: args
+            .store_url
+            .clone()
+            .filter(|u| !u.is_empty())
+            .map(Secret::new),
         dev: args.dev,
         key,
         allow_insecure_upstreams: args.allow_insecure_upstreams || args.dev,

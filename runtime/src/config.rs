@@ -12,7 +12,7 @@ use host_api::catalog::{Catalog, ConnectorOverride};
 use host_api::crypto::Keyring;
 use host_api::egress::EgressPolicy;
 use host_api::ratelimit::{Quota, RateLimits};
-use host_api::store::{SledStore, Store};
+use host_api::store::{PostgresStore, SledStore, Store};
 use host_api::{Broker, Secret};
 
 use crate::engine::{Engine, EngineSettings};
@@ -38,8 +38,10 @@ pub enum KeySource {
 pub struct ServeConfig {
     /// Address to listen on.
     pub listen: SocketAddr,
-    /// Where the store, keys and compiled artifacts live.
+    /// Where the embedded store, keys and compiled artifacts live.
     pub data_dir: PathBuf,
+    /// The shared PostgreSQL store (`--store`), instead of the embedded one.
+    pub store_url: Option<Secret>,
     /// Local development: app `dev`, key file created, examples deployed.
     pub dev: bool,
     /// The master key.
@@ -225,13 +227,21 @@ impl ServeConfig {
         };
         let key = Arc::new(key);
 
-        let store = SledStore::open(&self.data_dir).with_context(|| {
-            format!(
-                "opening the store in {} (is another runtime using it?)",
-                self.data_dir.display()
-            )
-        })?;
-        let store: Arc<dyn Store> = Arc::new(store);
+        let store: Arc<dyn Store> = match &self.store_url {
+            Some(url) => {
+                let store = PostgresStore::connect(url.expose())
+                    .await
+                    .context("opening the PostgreSQL store (--store / RUNTIME_STORE_URL)")?;
+                tracing::info!(store = %store.place(), "using the PostgreSQL store");
+                Arc::new(store)
+            }
+            None => Arc::new(SledStore::open(&self.data_dir).with_context(|| {
+                format!(
+                    "opening the store in {} (is another runtime using it?)",
+                    self.data_dir.display()
+                )
+            })?),
+        };
         match store.get_meta(KEY_CHECK).await? {
             Some(check) => key.verify_check(&check).map_err(|e| {
                 anyhow::anyhow!(

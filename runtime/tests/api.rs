@@ -26,6 +26,7 @@ fn config(dir: &std::path::Path, allow_insecure: bool) -> ServeConfig {
     ServeConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         data_dir: dir.to_path_buf(),
+        store_url: None,
         dev: false,
         key: KeySource::Hex(host_api::Secret::new("11".repeat(32))),
         allow_insecure_upstreams: allow_insecure,

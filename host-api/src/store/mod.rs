@@ -220,6 +220,40 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         older_than_ms: u64,
         keep_newest: usize,
     ) -> Result<usize, StoreError>;
+    /// Claims the fire of cron job `job` scheduled at `at_ms` for `holder`:
+    /// true for exactly one caller per (job, time), on whichever node.
+    /// Claims older than `forget_before_ms` are dropped on the way.
+    async fn claim_fire(
+        &self,
+        job: &str,
+        at_ms: u64,
+        holder: &str,
+        forget_before_ms: u64,
+    ) -> Result<bool, StoreError>;
+
+    /// Keeps a deployed component's bytes where every node can read them.
+    /// A single-node backend leaves them to the node's own artifact
+    /// directory: the default does nothing.
+    async fn put_component(&self, _sha256: &str, _bytes: &[u8]) -> Result<(), StoreError> {
+        Ok(())
+    }
+    /// A component's bytes, when this backend keeps them.
+    async fn get_component(&self, _sha256: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(None)
+    }
+    /// Drops a component no function version uses any more.
+    async fn delete_component(&self, _sha256: &str) -> Result<(), StoreError> {
+        Ok(())
+    }
+    /// Changes committed by any node, as they happen: each message names
+    /// the kind of record changed (`runtime_functions`, `runtime_toolkits`,
+    /// `runtime_connectors`, `runtime_apps`, or `reconnected` after the
+    /// feed was interrupted and changes may have been missed). `None`: the
+    /// store serves one node, which sees its own changes.
+    async fn watch_changes(&self) -> Option<tokio::sync::mpsc::Receiver<String>> {
+        None
+    }
+
     /// Retention of run records (as [`Store::prune_audit`]) over every job
     /// whose id starts with `prefix`: those older than `older_than_ms`, and
     /// all but the `keep_newest` newest across those jobs, are removed.

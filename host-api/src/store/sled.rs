@@ -37,6 +37,8 @@ pub struct SledStore {
     leases: ::sled::Tree,
     runs: ::sled::Tree,
     audit: ::sled::Tree,
+    /// Claimed cron fires: (job, time big-endian) -> holder.
+    fires: ::sled::Tree,
 }
 
 fn key(app: &str, name: &str) -> Vec<u8> {
@@ -163,6 +165,7 @@ impl SledStore {
             leases: db.open_tree("leases")?,
             runs: db.open_tree("runs")?,
             audit: db.open_tree("audit")?,
+            fires: db.open_tree("fires")?,
             db,
         })
     }
@@ -729,6 +732,29 @@ impl Store for SledStore {
             self.flush().await?;
         }
         Ok(removed)
+    }
+
+    async fn claim_fire(
+        &self,
+        job: &str,
+        at_ms: u64,
+        holder: &str,
+        forget_before_ms: u64,
+    ) -> Result<bool, StoreError> {
+        let p = prefix(job);
+        let mut end = p.clone();
+        end.extend_from_slice(&forget_before_ms.to_be_bytes());
+        Self::remove_range(&self.fires, &p, &end).await?;
+        let mut k = p;
+        k.extend_from_slice(&at_ms.to_be_bytes());
+        let won = self
+            .fires
+            .compare_and_swap(k, None::<&[u8]>, Some(holder.as_bytes()))?
+            .is_ok();
+        if won {
+            self.flush().await?;
+        }
+        Ok(won)
     }
 
     async fn prune_runs(

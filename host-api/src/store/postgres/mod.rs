@@ -20,6 +20,7 @@
 //! Every write has committed when its future resolves. The schema is
 //! versioned and migrated at start ([`schema`]).
 
+mod feed;
 mod schema;
 
 use std::time::Duration;
@@ -47,6 +48,9 @@ const POOL_WAIT: Duration = Duration::from_secs(10);
 #[derive(Debug)]
 pub struct PostgresStore {
     pool: Pool,
+    /// For the change feed's own connection.
+    config: tokio_postgres::Config,
+    tls: MakeRustls,
     /// `host:port/database`, for messages (never the password).
     place: String,
 }
@@ -146,8 +150,8 @@ impl PostgresStore {
         let tls = MakeRustls::new()
             .map_err(|e| StoreError::Backend(format!("cannot set up TLS for the store: {e}")))?;
         let manager = Manager::from_config(
-            config,
-            tls,
+            config.clone(),
+            tls.clone(),
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -159,7 +163,12 @@ impl PostgresStore {
             .create_timeout(Some(CONNECT_TIMEOUT))
             .build()
             .map_err(|e| StoreError::Backend(format!("cannot build the store's pool: {e}")))?;
-        let store = Self { pool, place };
+        let store = Self {
+            pool,
+            config,
+            tls,
+            place,
+        };
         let mut client = store.client().await?;
         schema::migrate(&mut client).await.map_err(|e| match e {
             StoreError::Backend(m) => StoreError::Backend(format!("{}: {m}", store.place)),
@@ -829,6 +838,68 @@ impl Store for PostgresStore {
     ) -> Result<usize, StoreError> {
         self.prune("runtime_audit", "app = $1", app, older_than_ms, keep_newest)
             .await
+    }
+
+    async fn claim_fire(
+        &self,
+        job: &str,
+        at_ms: u64,
+        holder: &str,
+        forget_before_ms: u64,
+    ) -> Result<bool, StoreError> {
+        self.execute(
+            "DELETE FROM runtime_cron_fires WHERE job = $1 AND at_ms < $2",
+            &[&job, &big(forget_before_ms)],
+        )
+        .await?;
+        Ok(self
+            .execute(
+                "INSERT INTO runtime_cron_fires (job, at_ms, holder) VALUES ($1, $2, $3)
+                 ON CONFLICT (job, at_ms) DO NOTHING",
+                &[&job, &big(at_ms), &holder],
+            )
+            .await?
+            == 1)
+    }
+
+    async fn put_component(&self, sha256: &str, bytes: &[u8]) -> Result<(), StoreError> {
+        self.execute(
+            "INSERT INTO runtime_components (sha256, bytes) VALUES ($1, $2)
+             ON CONFLICT (sha256) DO NOTHING",
+            &[&sha256, &bytes],
+        )
+        .await
+        .map(|_| ())
+    }
+
+    async fn get_component(&self, sha256: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .query_opt(
+                "SELECT bytes FROM runtime_components WHERE sha256 = $1",
+                &[&sha256],
+            )
+            .await?
+            .map(|r| r.get(0)))
+    }
+
+    async fn delete_component(&self, sha256: &str) -> Result<(), StoreError> {
+        self.execute(
+            "DELETE FROM runtime_components WHERE sha256 = $1",
+            &[&sha256],
+        )
+        .await
+        .map(|_| ())
+    }
+
+    async fn watch_changes(&self) -> Option<tokio::sync::mpsc::Receiver<String>> {
+        let (tx, rx) = tokio::sync::mpsc::channel(256);
+        tokio::spawn(feed::run(
+            self.config.clone(),
+            self.tls.clone(),
+            self.place.clone(),
+            tx,
+        ));
+        Some(rx)
     }
 
     async fn prune_runs(

@@ -98,7 +98,39 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX runtime_audit_app_time ON runtime_audit (app, at_ms, seq);
     ",
+    // 2: what several nodes share beyond the records: component bytes,
+    // claimed cron fires, and a change feed (NOTIFY on commit) so every node
+    // picks up deploys and configuration changes made on another.
+    r"
+    CREATE TABLE runtime_components (
+        sha256 text PRIMARY KEY,
+        bytes bytea NOT NULL
+    );
+    CREATE TABLE runtime_cron_fires (
+        job text NOT NULL,
+        at_ms bigint NOT NULL,
+        holder text NOT NULL,
+        PRIMARY KEY (job, at_ms)
+    );
+    CREATE FUNCTION runtime_notify_change() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        PERFORM pg_notify('runtime_changes', TG_TABLE_NAME);
+        RETURN NULL;
+    END
+    $$;
+    CREATE TRIGGER runtime_functions_changed AFTER INSERT OR UPDATE OR DELETE
+        ON runtime_functions FOR EACH STATEMENT EXECUTE FUNCTION runtime_notify_change();
+    CREATE TRIGGER runtime_toolkits_changed AFTER INSERT OR UPDATE OR DELETE
+        ON runtime_toolkits FOR EACH STATEMENT EXECUTE FUNCTION runtime_notify_change();
+    CREATE TRIGGER runtime_connectors_changed AFTER INSERT OR UPDATE OR DELETE
+        ON runtime_connectors FOR EACH STATEMENT EXECUTE FUNCTION runtime_notify_change();
+    CREATE TRIGGER runtime_apps_changed AFTER INSERT OR UPDATE OR DELETE
+        ON runtime_apps FOR EACH STATEMENT EXECUTE FUNCTION runtime_notify_change();
+    ",
 ];
+
+/// The channel the change feed is sent on.
+pub(super) const CHANGES_CHANNEL: &str = "runtime_changes";
 
 /// The schema version this binary writes.
 pub(super) fn current_version() -> i32 {
