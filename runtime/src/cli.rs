@@ -838,6 +838,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     // Retention stops first: nothing is pruned while stopping.
     drop(started.retention);
+    if let Some(follower) = started.follower {
+        follower.abort();
+    }
     let grace = Duration::from_secs(args.shutdown_grace_secs);
     let interrupted = match served {
         // The server failed on its own: nothing to wait for.

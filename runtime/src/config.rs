@@ -95,6 +95,8 @@ pub struct Started {
     pub new_keys: Vec<(String, String)>,
     /// The retention task; dropping it (at shutdown) stops it.
     pub retention: crate::invocations::RetentionTask,
+    /// Following other nodes' changes on a shared store ([`crate::cluster`]).
+    pub follower: Option<tokio::task::JoinHandle<()>>,
 }
 
 fn create_private_dir(path: &std::path::Path) -> anyhow::Result<()> {
@@ -386,6 +388,13 @@ impl ServeConfig {
             invoker.clone(),
         ));
         cron.sync_all().await;
+        let follower = crate::cluster::follow(
+            store.clone(),
+            registry.clone(),
+            cron.clone(),
+            broker.clone(),
+        )
+        .await;
         let retention = crate::invocations::spawn_retention(
             store.clone(),
             self.retention,
@@ -402,6 +411,7 @@ impl ServeConfig {
             }),
             new_keys,
             retention,
+            follower,
         })
     }
 }

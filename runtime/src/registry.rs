@@ -197,20 +197,85 @@ impl Registry {
         let records = self.store.list_functions(None).await?;
         let mut count = 0;
         for record in records {
-            let engine = self.engine.clone();
-            let sha = record.component_sha256.clone();
-            match tokio::task::spawn_blocking(move || engine.load(&sha)).await {
-                Ok(Ok(pre)) => {
+            match self.load_component(&record.component_sha256).await {
+                Ok(pre) => {
                     self.insert(LoadedFunction::new(record, pre));
                     count += 1;
                 }
-                Ok(Err(e)) => {
+                Err(e) => {
                     tracing::error!(app = %record.app, function = %record.name, error = %format!("{e:#}"), "cannot load function")
                 }
-                Err(e) => tracing::error!(error = %e, "load task failed"),
             }
         }
         Ok(count)
+    }
+
+    /// A deployed component ready to instantiate: this node's compiled
+    /// artifact when it has one, else compiled (once) from the bytes the
+    /// shared store keeps, which were deployed on another node.
+    async fn load_component(&self, sha: &str) -> anyhow::Result<ProxyPre<HostState>> {
+        let engine = self.engine.clone();
+        let owned = sha.to_string();
+        let local = tokio::task::spawn_blocking(move || engine.load(&owned)).await?;
+        let local_error = match local {
+            Ok(pre) => return Ok(pre),
+            Err(e) => e,
+        };
+        let Some(bytes) = self.store.get_component(sha).await? else {
+            return Err(local_error);
+        };
+        let engine = self.engine.clone();
+        let (got, pre) = tokio::task::spawn_blocking(move || engine.deploy(&bytes))
+            .await?
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        anyhow::ensure!(
+            got == sha,
+            "the store's component {sha} has another digest ({got}); deploy the function again"
+        );
+        Ok(pre)
+    }
+
+    /// Brings the loaded functions in line with the store: deploys,
+    /// rollbacks and deletes made on other nodes. Returns the (app, name)
+    /// of every function that changed, so its cron triggers can follow.
+    pub async fn reconcile(&self) -> Result<Vec<(String, String)>, StoreError> {
+        let _changes = self.changes.lock().await;
+        let records = self.store.list_functions(None).await?;
+        let mut changed = Vec::new();
+        let mut present = std::collections::HashSet::new();
+        for record in records {
+            present.insert((record.app.clone(), record.name.clone()));
+            let same = self.get(&record.app, &record.name).is_some_and(|f| {
+                f.record.version == record.version
+                    && f.record.component_sha256 == record.component_sha256
+                    && f.record.manifest == record.manifest
+            });
+            if same {
+                continue;
+            }
+            match self.load_component(&record.component_sha256).await {
+                Ok(pre) => {
+                    tracing::info!(app = %record.app, function = %record.name, version = record.version, "picked up a change made on another node");
+                    changed.push((record.app.clone(), record.name.clone()));
+                    self.insert(LoadedFunction::new(record, pre));
+                }
+                Err(e) => {
+                    tracing::error!(app = %record.app, function = %record.name, error = %format!("{e:#}"), "cannot load a function deployed on another node")
+                }
+            }
+        }
+        if let Ok(mut map) = self.loaded.write() {
+            for (app, functions) in map.iter_mut() {
+                functions.retain(|name, _| {
+                    let keep = present.contains(&(app.clone(), name.clone()));
+                    if !keep {
+                        changed.push((app.clone(), name.clone()));
+                    }
+                    keep
+                });
+            }
+        }
+        Ok(changed)
     }
 
     fn insert(&self, f: LoadedFunction) {
@@ -251,6 +316,8 @@ impl Registry {
         self.check_grants(app, &manifest).await?;
         let _changes = self.changes.lock().await;
         let size = component.len() as u64;
+        // Kept for the shared store, which other nodes load it from.
+        let shared_copy = component.clone();
         let (sha, pre) = self.compile(component).await?;
         let previous = self.store.get_function(app, name).await?;
         if let Some(prev) = &previous
@@ -259,6 +326,8 @@ impl Registry {
         {
             return Ok(prev.clone());
         }
+        self.store.put_component(&sha, &shared_copy).await?;
+        drop(shared_copy);
         let versions = self.store.list_function_versions(app, name).await?;
         let newest = versions
             .iter()
@@ -354,11 +423,9 @@ impl Registry {
         if target.version == current.version {
             return Ok(current);
         }
-        let engine = self.engine.clone();
-        let sha = target.component_sha256.clone();
-        let pre = tokio::task::spawn_blocking(move || engine.load(&sha))
+        let pre = self
+            .load_component(&target.component_sha256)
             .await
-            .map_err(|e| RegistryError::Internal(e.to_string()))?
             .map_err(|e| {
                 RegistryError::Unavailable(format!(
                     "version {} of `{name}` cannot be loaded: neither its compiled artifact nor its kept component could be used ({e:#}); deploy that component again with `runtime deploy`",
@@ -398,7 +465,12 @@ impl Registry {
     /// uses it any more (so a rollback finds its artifact).
     async fn collect_artifacts(&self, sha: &str) {
         match self.is_referenced(sha).await {
-            Ok(false) => self.engine.remove_artifacts(sha),
+            Ok(false) => {
+                self.engine.remove_artifacts(sha);
+                if let Err(e) = self.store.delete_component(sha).await {
+                    tracing::warn!(component = sha, error = %e, "cannot drop the unused component from the store");
+                }
+            }
             Ok(true) => {}
             Err(e) => {
                 tracing::warn!(component = sha, error = %e, "artifacts kept: cannot tell whether they are used")

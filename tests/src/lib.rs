@@ -537,6 +537,20 @@ impl ConnectBrowser {
         response
     }
 
+    /// GET `url` as if it were on `public`'s origin: what a browser does
+    /// behind a load balancer, whose one public origin fronts several
+    /// nodes (each of which listens on its own port here).
+    pub async fn get_via(&self, public: &str, url: &str) -> reqwest::Response {
+        let origin = url::Url::parse(public).unwrap();
+        let mut request = self.client.get(url);
+        if let Some(c) = self.cookie_header(&origin) {
+            request = request.header("cookie", c);
+        }
+        let response = request.send().await.unwrap();
+        self.keep_cookies(&origin, &response);
+        response
+    }
+
     /// POSTs a form with this browser's cookies.
     pub async fn post_form(&self, url: &str, form: &[(&str, &str)]) -> reqwest::Response {
         let parsed = url::Url::parse(url).unwrap();

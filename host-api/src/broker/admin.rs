@@ -463,6 +463,14 @@ impl Broker {
         Ok(())
     }
 
+    /// Drops every app's compiled custom connectors, so the next call reads
+    /// them again (another node changed them).
+    pub fn forget_custom_connectors(&self) {
+        if let Ok(mut map) = self.custom.write() {
+            map.clear();
+        }
+    }
+
     fn invalidate(&self, app: &str) {
         if let Ok(mut map) = self.custom.write() {
             map.remove(app);

@@ -536,6 +536,22 @@ impl JobLoop {
     async fn fire(&mut self, trigger: RunTrigger, scheduled_for: DateTime<Utc>) {
         self.last_fire = scheduled_for;
         self.persist_last_fire(scheduled_for).await;
+        if trigger != RunTrigger::Manual {
+            // Schedulers on other nodes see the same fire time: one runs it.
+            match self.deps.store.claim_fire(&self.job, scheduled_for).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::debug!(job = %self.job, at = %scheduled_for, "another node runs this fire");
+                    return;
+                }
+                Err(error) => {
+                    // Running unclaimed could run it twice; a lost tick is
+                    // the lesser evil, and is logged.
+                    tracing::error!(job = %self.job, at = %scheduled_for, %error, "cannot claim the fire; not running it");
+                    return;
+                }
+            }
+        }
         // A run that has already ended does not make this fire a skip.
         if self
             .running

@@ -37,6 +37,13 @@ pub trait ScheduleStore: Send + Sync {
     async fn clear_last_fire(&self, job: &str) -> Result<(), StoreError>;
     /// Appends to `record.job`'s run history.
     async fn append_run(&self, record: RunRecord) -> Result<(), StoreError>;
+    /// Claims the fire of `job` at `at` for this process: true for exactly
+    /// one scheduler per (job, time) among all that share the store, so
+    /// several nodes fire each tick once. A store one scheduler uses alone
+    /// needs no claim: the default always grants it.
+    async fn claim_fire(&self, _job: &str, _at: DateTime<Utc>) -> Result<bool, StoreError> {
+        Ok(true)
+    }
     /// Up to `limit` most recent records of `job`, newest first.
     async fn recent_runs(&self, job: &str, limit: usize) -> Result<Vec<RunRecord>, StoreError>;
 }

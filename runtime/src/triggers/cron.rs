@@ -55,7 +55,13 @@ fn parse_job(job: &str) -> Option<(&str, &str)> {
 #[derive(Debug)]
 struct StoreBackedSchedule {
     store: Arc<dyn Store>,
+    /// Names this process in fire claims.
+    node: String,
 }
+
+/// How long a fire claim is kept: far longer than any clock skew between
+/// nodes or catch-up window needs.
+const FIRE_CLAIM_KEPT: Duration = Duration::from_secs(7 * 24 * 3600);
 
 fn backend(e: impl std::error::Error + Send + Sync + 'static) -> scheduler::StoreError {
     scheduler::StoreError::Backend(Box::new(e))
@@ -95,6 +101,19 @@ impl ScheduleStore for StoreBackedSchedule {
     async fn clear_last_fire(&self, job: &str) -> Result<(), scheduler::StoreError> {
         self.store
             .put_meta(&format!("cron-last-fire:{job}"), b"")
+            .await
+            .map_err(backend)
+    }
+
+    async fn claim_fire(
+        &self,
+        job: &str,
+        at: DateTime<Utc>,
+    ) -> Result<bool, scheduler::StoreError> {
+        let at_ms = u64::try_from(at.timestamp_millis()).unwrap_or(0);
+        let kept = u64::try_from(FIRE_CLAIM_KEPT.as_millis()).unwrap_or(u64::MAX);
+        self.store
+            .claim_fire(job, at_ms, &self.node, at_ms.saturating_sub(kept))
             .await
             .map_err(backend)
     }
@@ -218,7 +237,10 @@ impl Cron {
     /// Starts the scheduler (no jobs until [`Cron::sync_all`]).
     pub fn new(store: Arc<dyn Store>, registry: Arc<Registry>, invoker: Arc<Invoker>) -> Self {
         let scheduler = Scheduler::new(
-            Arc::new(StoreBackedSchedule { store }),
+            Arc::new(StoreBackedSchedule {
+                store,
+                node: crate::node::name().to_string(),
+            }),
             Arc::new(FunctionRunner {
                 registry: registry.clone(),
                 invoker,
