@@ -213,8 +213,8 @@ pub struct ServeArgs {
     /// The shared store for several nodes: a PostgreSQL URL
     /// (postgres://user:password@host:port/database, `sslmode=require` for
     /// TLS). Without it the embedded store in the data directory is used.
-    #[arg(long = "store", env = "RUNTIME_STORE_URL", hide_env_values = true)]
-    pub store_url: Option<String>,
+    #[arg(long = "store", env = "RUNTIME_STORE_URL", hide_env_values = true, value_parser = parse_secret)]
+    pub store_url: Option<Secret>,
     /// Local development: serves app `dev`, keeps a master key in the data
     /// directory, allows local providers, deploys the examples.
     #[arg(long)]
@@ -743,11 +743,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = ServeConfig {
         listen: args.listen,
         data_dir: args.data_dir.clone(),
-        store_url: args
-            .store_url
-            .clone()
-            .filter(|u| !u.is_empty())
-            .map(Secret::new),
+        store_url: args.store_url.clone().filter(|u| !u.expose().is_empty()),
         dev: args.dev,
         key,
         allow_insecure_upstreams: args.allow_insecure_upstreams || args.dev,
@@ -934,4 +930,10 @@ impl StopSignals {
             let _ = tokio::signal::ctrl_c().await;
         }
     }
+}
+
+/// Reads a flag that carries a credential (a store URL with its password)
+/// into a [`Secret`], so no `Debug` of the arguments prints it.
+fn parse_secret(text: &str) -> Result<Secret, String> {
+    Ok(Secret::new(text))
 }

@@ -32,31 +32,6 @@ fn jwt(sub: &str) -> String {
     user_jwt(sub, JWT_SECRET, 3600)
 }
 
-fn fake_connector(fake: &FakeProvider) -> Value {
-    let object = json!({"type": "object", "additionalProperties": true});
-    json!({
-        "slug": "fake",
-        "displayName": "Fake",
-        "apiBaseUrl": fake.api_url(),
-        "oauth": {
-            "authorizeUrl": fake.authorize_url(),
-            "tokenUrl": fake.token_url(),
-            "revocationUrl": fake.revocation_url(),
-            "accountPath": "/me",
-            "accountIdPointer": "/id",
-            "accountNamePointer": "/login"
-        },
-        "tools": [
-            {"name": "FAKE_ECHO", "description": "Echo", "method": "POST", "path": "/echo",
-             "scopes": ["read"], "parameters": object},
-            {"name": "FAKE_WRITE", "description": "Write", "method": "POST", "path": "/echo",
-             "scopes": ["write"], "parameters": object},
-            {"name": "FAKE_ME", "description": "Me", "method": "GET", "path": "/me",
-             "idempotent": true, "parameters": object}
-        ]
-    })
-}
-
 async fn world_with(configure: Value) -> World {
     let fake = FakeProvider::start().await;
     let dir = tempfile::tempdir().unwrap();
@@ -84,7 +59,7 @@ impl World {
             .admin(
                 Method::POST,
                 &format!("/v1/{APP}/integrations/connectors"),
-                Some(fake_connector(&fake)),
+                Some(fake.connector()),
             )
             .await;
         assert_eq!(s, 201, "{b}");
@@ -926,7 +901,7 @@ async fn custom_connectors_can_come_from_a_directory_and_bad_ones_stop_start_up(
     let connectors = tempfile::tempdir().unwrap();
     std::fs::write(
         connectors.path().join("fake.json"),
-        fake_connector(&fake).to_string(),
+        fake.connector().to_string(),
     )
     .unwrap();
     let dir = tempfile::tempdir().unwrap();

@@ -137,20 +137,11 @@ async fn a_flow_started_on_one_node_completes_on_another_and_one_refresh_serves_
         )
         .await;
     assert_eq!(s, 200, "{b}");
-    let object = json!({"type": "object", "additionalProperties": true});
-    let connector = json!({
-        "slug": "fake", "displayName": "Fake", "apiBaseUrl": fake.api_url(),
-        "oauth": {"authorizeUrl": fake.authorize_url(), "tokenUrl": fake.token_url(),
-                  "revocationUrl": fake.revocation_url(), "accountPath": "/me",
-                  "accountIdPointer": "/id", "accountNamePointer": "/login"},
-        "tools": [{"name": "FAKE_ECHO", "description": "Echo", "method": "POST", "path": "/echo",
-                   "scopes": ["read"], "parameters": object}]
-    });
     let (s, b) = n[1]
         .admin(
             Method::POST,
             &format!("/v1/{APP}/integrations/connectors"),
-            Some(connector),
+            Some(fake.connector()),
         )
         .await;
     assert_eq!(s, 201, "{b}");

@@ -411,6 +411,34 @@ impl FakeProvider {
         format!("{}/oauth/revoke", self.base)
     }
 
+    /// A custom connector (`fake`) for this provider: its OAuth endpoints,
+    /// the account endpoint, and three tools (`FAKE_ECHO` needs `read`,
+    /// `FAKE_WRITE` needs `write`, `FAKE_ME` is idempotent).
+    pub fn connector(&self) -> Value {
+        let object = json!({"type": "object", "additionalProperties": true});
+        json!({
+            "slug": "fake",
+            "displayName": "Fake",
+            "apiBaseUrl": self.api_url(),
+            "oauth": {
+                "authorizeUrl": self.authorize_url(),
+                "tokenUrl": self.token_url(),
+                "revocationUrl": self.revocation_url(),
+                "accountPath": "/me",
+                "accountIdPointer": "/id",
+                "accountNamePointer": "/login"
+            },
+            "tools": [
+                {"name": "FAKE_ECHO", "description": "Echo", "method": "POST", "path": "/echo",
+                 "scopes": ["read"], "parameters": object},
+                {"name": "FAKE_WRITE", "description": "Write", "method": "POST", "path": "/echo",
+                 "scopes": ["write"], "parameters": object},
+                {"name": "FAKE_ME", "description": "Me", "method": "GET", "path": "/me",
+                 "idempotent": true, "parameters": object}
+            ]
+        })
+    }
+
     /// The protected API's base, `{base}/api` (so `{api_url}/me`).
     pub fn api_url(&self) -> String {
         format!("{}/api", self.base)

@@ -220,53 +220,52 @@ impl PostgresStore {
         c.execute(&stmt, params).await.map_err(backend)
     }
 
-    /// Writes a versioned record: unconditionally (`expected` `None`, the
-    /// version becomes the stored one plus one) or as a compare-and-swap
-    /// (`Some(None)`: only if none is stored; `Some(Some(v))`: only over
-    /// version `v`).
+    /// Writes a versioned record keyed by `keys` (column, value):
+    /// unconditionally (`expected` `None`, the version becomes the stored
+    /// one plus one) or as a compare-and-swap (`Some(None)`: only if none
+    /// is stored; `Some(Some(v))`: only over version `v`).
     async fn write_versioned(
         &self,
         table: &str,
-        keys: [&str; 2],
-        key_values: [&str; 2],
+        keys: &[(&str, &str)],
         doc: Value,
         expected: Option<Option<u64>>,
     ) -> Result<bool, StoreError> {
-        let [k1, k2] = keys;
-        let n = match expected {
-            None => {
-                self.execute(
-                    &format!(
-                        "INSERT INTO {table} ({k1}, {k2}, version, doc) VALUES ($1, $2, 1, $3)
-                         ON CONFLICT ({k1}, {k2}) DO UPDATE
-                         SET version = {table}.version + 1, doc = EXCLUDED.doc"
-                    ),
-                    &[&key_values[0], &key_values[1], &doc],
-                )
-                .await?
-            }
-            Some(None) => {
-                self.execute(
-                    &format!(
-                        "INSERT INTO {table} ({k1}, {k2}, version, doc) VALUES ($1, $2, 1, $3)
-                         ON CONFLICT ({k1}, {k2}) DO NOTHING"
-                    ),
-                    &[&key_values[0], &key_values[1], &doc],
-                )
-                .await?
-            }
+        let columns: Vec<&str> = keys.iter().map(|(c, _)| *c).collect();
+        let key_list = columns.join(", ");
+        let placeholders: Vec<String> = (1..=keys.len()).map(|i| format!("${i}")).collect();
+        let doc_at = keys.len() + 1;
+        let mut params: Vec<&(dyn ToSql + Sync)> =
+            keys.iter().map(|(_, v)| v as &(dyn ToSql + Sync)).collect();
+        params.push(&doc);
+        let insert = format!(
+            "INSERT INTO {table} ({key_list}, version, doc) VALUES ({}, 1, ${doc_at})",
+            placeholders.join(", ")
+        );
+        let version;
+        let sql = match expected {
+            None => format!(
+                "{insert} ON CONFLICT ({key_list}) DO UPDATE
+                 SET version = {table}.version + 1, doc = EXCLUDED.doc"
+            ),
+            Some(None) => format!("{insert} ON CONFLICT ({key_list}) DO NOTHING"),
             Some(Some(v)) => {
-                self.execute(
-                    &format!(
-                        "UPDATE {table} SET version = version + 1, doc = $3
-                         WHERE {k1} = $1 AND {k2} = $2 AND version = $4"
-                    ),
-                    &[&key_values[0], &key_values[1], &doc, &big(v)],
+                version = big(v);
+                params.push(&version);
+                let matching: Vec<String> = columns
+                    .iter()
+                    .zip(&placeholders)
+                    .map(|(c, p)| format!("{c} = {p}"))
+                    .collect();
+                format!(
+                    "UPDATE {table} SET version = version + 1, doc = ${doc_at}
+                     WHERE {} AND version = ${}",
+                    matching.join(" AND "),
+                    doc_at + 1
                 )
-                .await?
             }
         };
-        Ok(n == 1)
+        Ok(self.execute(&sql, &params).await? == 1)
     }
 
     /// Runs retention over one ordered table: rows matching `scope` older
@@ -926,43 +925,8 @@ impl PostgresStore {
         expected: Option<Option<u64>>,
     ) -> Result<bool, StoreError> {
         let doc = to_doc("app", app)?;
-        self.write_versioned_app(&app.id, doc, expected).await
-    }
-
-    async fn write_versioned_app(
-        &self,
-        id: &str,
-        doc: Value,
-        expected: Option<Option<u64>>,
-    ) -> Result<bool, StoreError> {
-        let n = match expected {
-            None => {
-                self.execute(
-                    "INSERT INTO runtime_apps (id, version, doc) VALUES ($1, 1, $2)
-                     ON CONFLICT (id) DO UPDATE SET version = runtime_apps.version + 1,
-                         doc = EXCLUDED.doc",
-                    &[&id, &doc],
-                )
-                .await?
-            }
-            Some(None) => {
-                self.execute(
-                    "INSERT INTO runtime_apps (id, version, doc) VALUES ($1, 1, $2)
-                     ON CONFLICT (id) DO NOTHING",
-                    &[&id, &doc],
-                )
-                .await?
-            }
-            Some(Some(v)) => {
-                self.execute(
-                    "UPDATE runtime_apps SET version = version + 1, doc = $2
-                     WHERE id = $1 AND version = $3",
-                    &[&id, &doc, &big(v)],
-                )
-                .await?
-            }
-        };
-        Ok(n == 1)
+        self.write_versioned("runtime_apps", &[("id", &app.id)], doc, expected)
+            .await
     }
 
     async fn put_toolkit_inner(
@@ -973,8 +937,7 @@ impl PostgresStore {
         let doc = to_doc("toolkit", record)?;
         self.write_versioned(
             "runtime_toolkits",
-            ["app", "toolkit"],
-            [&record.app, &record.toolkit],
+            &[("app", &record.app), ("toolkit", &record.toolkit)],
             doc,
             expected,
         )
